@@ -1,0 +1,1 @@
+"""The sans-IO request engine of straico-gateway."""
