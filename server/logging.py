@@ -1,0 +1,61 @@
+"""
+structlog set-up and the one ``request`` log line of contract §11.
+
+JSON lines on stderr with ``--log-format json`` (the audit trail that ``trace`` reads),
+readable lines on a console. Keys never reach a log line: nothing here is given one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+
+__all__ = ["configure_logging", "get_logger", "log_request"]
+
+LogFormat = Literal["json", "console", "auto"]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def configure_logging(
+    log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog once, before the first log call (stack-notes §6)."""
+    stream = stream or sys.stderr
+    json_lines = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.reset_defaults()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), 20)),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> Any:
+    return structlog.get_logger("straico_gateway")
+
+
+def log_request(fields: dict[str, Any]) -> None:
+    """Emit the request log line."""
+    get_logger().info("request", **fields)
