@@ -234,24 +234,19 @@ def _message_of(document: object) -> str | None:
     if not isinstance(document, dict):
         return None
     error = document.get("error")
-    if _is_text(error):
-        return error.strip()
+    if text := _text(error):
+        return text
     if isinstance(error, dict):
-        inner = error.get("message")
-        if _is_text(inner):
-            return inner.strip()
-        per_model = _first_completion_error(error.get("completions"))
-        if per_model is not None:
-            return per_model
+        if text := _text(error.get("message")):
+            return text
+        if text := _first_completion_error(error.get("completions")):
+            return text
     detail = document.get("detail")
-    if _is_text(detail):
-        return detail.strip()
+    if text := _text(detail):
+        return text
     if isinstance(detail, list):
         return _compact_json(detail)
-    message = document.get("message")
-    if _is_text(message):
-        return message.strip()
-    return None
+    return _text(document.get("message"))
 
 
 def _first_completion_error(completions: object) -> str | None:
@@ -260,14 +255,16 @@ def _first_completion_error(completions: object) -> str | None:
         return None
     for entry in completions.values():
         completion = entry.get("completion") if isinstance(entry, dict) else None
-        error = completion.get("error") if isinstance(completion, dict) else None
-        if _is_text(error):
-            return error.strip()
+        if isinstance(completion, dict) and (text := _text(completion.get("error"))):
+            return text
     return None
 
 
-def _is_text(value: object) -> bool:
-    return isinstance(value, str) and bool(value.strip())
+def _text(value: object) -> str | None:
+    """*value* stripped when it is a string with something in it, else ``None``."""
+    if isinstance(value, str) and (stripped := value.strip()):
+        return stripped
+    return None
 
 
 def _compact_json(value: object) -> str:

@@ -186,17 +186,30 @@ def serve(config: str | None, print_config: bool, **flags: object) -> None:
 
 
 @main.command()
-@click.option("--host", default=SIMULATOR_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default=SIMULATOR_HOST,
+    metavar="HOST",
+    show_default=True,
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     default=SIMULATOR_PORT,
     type=click.IntRange(0, 65535),
+    metavar="PORT",
     show_default=True,
     help="Port to listen on.",
 )
-@click.option("--key", default=SIMULATOR_KEY, show_default=True, help="The key clients must send.")
+@click.option(
+    "--key",
+    default=SIMULATOR_KEY,
+    metavar="KEY",
+    show_default=True,
+    help="The key clients must send.",
+)
 def simulate(host: str, port: int, key: str) -> None:
-    """Serve the built-in Straico simulator."""
+    """Serve the built-in Straico simulator (for demos and tests)."""
     from server.simulator.run import run_simulator
 
     run_simulator(host, port, key)

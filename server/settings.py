@@ -295,7 +295,9 @@ def _make_strict_converter() -> cattrs.Converter:
                 value, accepted
             ):
                 raise TypeError(f"expected {target.__name__}, got {type(value).__name__}")
-            return float(value) if target is float else value  # type: ignore[arg-type]
+            if target is float and isinstance(value, int | float):
+                return float(value)  # TOML `stream_timeout = 90` is an int
+            return value
 
         return hook
 
@@ -426,7 +428,7 @@ def _url() -> _Spec:
         url = text.strip().rstrip("/")
         parts = urllib.parse.urlsplit(url)
         _ = parts.port  # raises ValueError for a port that is not a number in range
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
+        if parts.scheme not in {"http", "https"} or not parts.hostname or " " in url:
             raise ValueError(text)
         return url
 

@@ -26,7 +26,8 @@ Routes:
   pass (at most 30): a test can read the outcome of a request its client just left without
   polling. ``DELETE /_sim/requests`` clears them (204).
 
-Recording: ``model`` is the body's ``model`` (a chat call) or the id looked up; ``stream`` is the
+Recording keeps the newest ``max_records`` requests (10 000 by default), so a long run on the
+simulator stays bounded in memory. ``model`` is the body's ``model`` (a chat call) or the id looked up; ``stream`` is the
 body's ``stream`` value as sent (null when absent); ``key_sent`` is true when the right key came;
 ``status`` is the status of the head sent (null when none was); ``closed_early`` is true when the
 client left before the simulator ended its answer (a ``drop`` ends it: that close is the server's).
@@ -41,6 +42,7 @@ import json
 import secrets
 import string
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -61,6 +63,7 @@ CHAT_PATH = "/v2/chat/completions"
 MODELS_PATH = "/v2/models"
 RECORDS_PATH = "/_sim/requests"
 MAX_WAIT_SECONDS = 30.0
+DEFAULT_MAX_RECORDS = 10_000  # a long run (a benchmark on --simulate) must not grow without end
 
 CATALOGUE_CREATED = 1_735_689_600  # 2025-01-01, a fixed date keeps the catalogue stable
 IMAGE_MODEL_ID = "openai/dall-e-3"
@@ -197,10 +200,14 @@ class RequestRecord:
 
 @attrs.define
 class Recorder:
-    """The records, oldest first, and the waiters for "nothing is being answered"."""
+    """The newest *max_records* records, oldest first, and the waiters for "all answered"."""
 
-    records: list[RequestRecord] = attrs.Factory(list)
+    max_records: int
+    records: deque[RequestRecord] = attrs.field(init=False)
     _idle_waiters: list[asyncio.Future[None]] = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        self.records = deque(maxlen=self.max_records)
 
     def open(self, record: RequestRecord) -> None:
         self.records.append(record)
@@ -361,11 +368,11 @@ async def _send_plain(send: Sender, steps: Sequence[Step]) -> None:
 class SimulatorApp:
     """The simulator; an ASGI callable. Build it with :func:`create_simulator_app`."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, max_records: int = DEFAULT_MAX_RECORDS) -> None:
         if not key:
             raise ValueError("the simulator needs a non-empty key")
         self._key = key.encode()
-        self.recorder = Recorder()
+        self.recorder = Recorder(max_records)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Sender) -> None:
         if scope["type"] == "lifespan":
@@ -471,11 +478,16 @@ class SimulatorApp:
             await _send_plain(send, _error(405, "Method not allowed"))
 
 
-def create_simulator_app(key: str = "sim-key") -> SimulatorApp:
+def create_simulator_app(
+    key: str = "sim-key", *, max_records: int = DEFAULT_MAX_RECORDS
+) -> SimulatorApp:
     """
     Build the Straico simulator (contract §12) answering to ``Authorization: Bearer <key>``.
+
+    Args:
+        max_records: how many of the newest requests ``/_sim/requests`` keeps.
 
     Raises:
         ValueError: *key* is empty.
     """
-    return SimulatorApp(key)
+    return SimulatorApp(key, max_records=max_records)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,7 +28,7 @@ def decode_at(stream: bytes, cuts: list[int]) -> list[SSEEvent]:
     decoder = SSEDecoder()
     events: list[SSEEvent] = []
     bounds = [0, *sorted(cuts), len(stream)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         events.extend(decoder.feed(stream[start:end]))
     decoder.close()
     return events
@@ -115,9 +117,7 @@ def test_sse_decoder_bare_data_line_dispatches_empty_data() -> None:
     assert decode(b"data\n\n") == [SSEEvent("message", "")]
 
 
-@pytest.mark.parametrize(
-    "ending", ["\n", "\r", "\r\n"], ids=["lf", "cr", "crlf"]
-)
+@pytest.mark.parametrize("ending", ["\n", "\r", "\r\n"], ids=["lf", "cr", "crlf"])
 @pytest.mark.parametrize("step", [1, None], ids=["bytewise", "whole"])
 def test_sse_decoder_line_endings_are_equivalent(ending: str, step: int | None) -> None:
     stream = ending.join(["data: a", "data: b", "", "event: e", "data: c", "", ""]).encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -26,17 +27,17 @@ CLIENT_KEY_B = "ck-beta-0c3b"
 
 
 def resolve(
-    flags: dict[str, object] | None = None,
-    env: dict[str, str] | None = None,
-    file: dict[str, object] | None = None,
+    flags: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    file: Mapping[str, object] | None = None,
 ) -> Settings:
     return Settings.resolve(flags or {}, env=env or {}, file=file)
 
 
 def error_of(
-    flags: dict[str, object] | None = None,
-    env: dict[str, str] | None = None,
-    file: dict[str, object] | None = None,
+    flags: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    file: Mapping[str, object] | None = None,
 ) -> str:
     with pytest.raises(SettingsError) as caught:
         resolve(flags, env, file)
@@ -95,105 +96,69 @@ def test_settings_default_streaming_config_equals_engine_defaults() -> None:
 
 # --- precedence: one test per level ------------------------------------------------------------
 
-# (setting, file value, env text, flag value, expected from file, from env, from flag)
-PRECEDENCE_CASES = [
-    pytest.param("stream_timeout", 90, "45.5", "30", 90.0, 45.5, 30.0, id="stream_timeout"),
-    pytest.param("fallback", False, "no", True, False, False, True, id="fallback"),
-    pytest.param("streaming", "off", "on", "auto", "off", "on", "auto", id="streaming"),
-    pytest.param("port", 9000, "9001", "9002", 9000, 9001, 9002, id="port"),
-    pytest.param("max_body_size", "1MiB", "2KB", "3", 1 * MIB, 2000, 3, id="max_body_size"),
-    pytest.param(
-        "client_keys",
-        ["k1", "k2"],
-        "k3,k4",
-        "k5",
-        ("k1", "k2"),
-        ("k3", "k4"),
-        ("k5",),
-        id="client_keys",
-    ),
-    pytest.param(
-        "log_level", "debug", "WARNING", "error", "debug", "warning", "error", id="log_level"
-    ),
+
+@attrs.frozen
+class Layers:
+    """One setting given at every level, and what each level alone should produce."""
+
+    name: str
+    file_value: object
+    env_text: str
+    flag_value: object
+    from_file: object
+    from_env: object
+    from_flag: object
+
+    @property
+    def env_name(self) -> str:
+        return "STRAICO_GATEWAY_" + self.name.upper()
+
+    @property
+    def base_flags(self) -> dict[str, object]:
+        """Client keys need a server key; give one by flag so it never interferes."""
+        return {"upstream_key": SERVER_KEY} if self.name == "client_keys" else {}
+
+
+PRECEDENCE = [
+    Layers("stream_timeout", 90, "45.5", "30", 90.0, 45.5, 30.0),
+    Layers("fallback", False, "yes", False, False, True, False),
+    Layers("streaming", "off", "on", "auto", "off", "on", "auto"),
+    Layers("port", 9000, "9001", "9002", 9000, 9001, 9002),
+    Layers("max_body_size", "1MiB", "2KB", "3", 1 * MIB, 2000, 3),
+    Layers("client_keys", ["k1", "k2"], "k3,k4", "k5", ("k1", "k2"), ("k3", "k4"), ("k5",)),
+    Layers("log_level", "debug", "WARNING", "error", "debug", "warning", "error"),
 ]
 
 
-def env_twin(name: str) -> str:
-    return "STRAICO_GATEWAY_" + name.upper()
+def layers_id(case: Layers) -> str:
+    return case.name
 
 
-def with_server_key(name: str) -> dict[str, object]:
-    """Client keys need a server key; give one by flag so it never interferes."""
-    return {"upstream_key": SERVER_KEY} if name == "client_keys" else {}
+@pytest.mark.parametrize("case", PRECEDENCE, ids=layers_id)
+def test_settings_precedence_default_when_nothing_given(case: Layers) -> None:
+    settings = resolve(case.base_flags, {}, {})
+    assert getattr(settings, case.name) == CONTRACT_DEFAULTS[case.name]
 
 
-@pytest.mark.parametrize(
-    ("name", "file_value", "env_text", "flag_value", "from_file", "from_env", "from_flag"),
-    PRECEDENCE_CASES,
-)
-def test_settings_precedence_default_when_nothing_given(
-    name: str,
-    file_value: object,
-    env_text: str,
-    flag_value: object,
-    from_file: object,
-    from_env: object,
-    from_flag: object,
-) -> None:
-    settings = resolve(with_server_key(name), {}, {})
-    assert getattr(settings, name) == CONTRACT_DEFAULTS[name]
+@pytest.mark.parametrize("case", PRECEDENCE, ids=layers_id)
+def test_settings_precedence_file_beats_default(case: Layers) -> None:
+    settings = resolve(case.base_flags, {}, {case.name: case.file_value})
+    assert getattr(settings, case.name) == case.from_file
 
 
-@pytest.mark.parametrize(
-    ("name", "file_value", "env_text", "flag_value", "from_file", "from_env", "from_flag"),
-    PRECEDENCE_CASES,
-)
-def test_settings_precedence_file_beats_default(
-    name: str,
-    file_value: object,
-    env_text: str,
-    flag_value: object,
-    from_file: object,
-    from_env: object,
-    from_flag: object,
-) -> None:
-    settings = resolve(with_server_key(name), {}, {name: file_value})
-    assert getattr(settings, name) == from_file
+@pytest.mark.parametrize("case", PRECEDENCE, ids=layers_id)
+def test_settings_precedence_env_beats_file(case: Layers) -> None:
+    settings = resolve(
+        case.base_flags, {case.env_name: case.env_text}, {case.name: case.file_value}
+    )
+    assert getattr(settings, case.name) == case.from_env
 
 
-@pytest.mark.parametrize(
-    ("name", "file_value", "env_text", "flag_value", "from_file", "from_env", "from_flag"),
-    PRECEDENCE_CASES,
-)
-def test_settings_precedence_env_beats_file(
-    name: str,
-    file_value: object,
-    env_text: str,
-    flag_value: object,
-    from_file: object,
-    from_env: object,
-    from_flag: object,
-) -> None:
-    settings = resolve(with_server_key(name), {env_twin(name): env_text}, {name: file_value})
-    assert getattr(settings, name) == from_env
-
-
-@pytest.mark.parametrize(
-    ("name", "file_value", "env_text", "flag_value", "from_file", "from_env", "from_flag"),
-    PRECEDENCE_CASES,
-)
-def test_settings_precedence_flag_beats_env(
-    name: str,
-    file_value: object,
-    env_text: str,
-    flag_value: object,
-    from_file: object,
-    from_env: object,
-    from_flag: object,
-) -> None:
-    flags = {**with_server_key(name), name: flag_value}
-    settings = resolve(flags, {env_twin(name): env_text}, {name: file_value})
-    assert getattr(settings, name) == from_flag
+@pytest.mark.parametrize("case", PRECEDENCE, ids=layers_id)
+def test_settings_precedence_flag_beats_env(case: Layers) -> None:
+    flags = {**case.base_flags, case.name: case.flag_value}
+    settings = resolve(flags, {case.env_name: case.env_text}, {case.name: case.file_value})
+    assert getattr(settings, case.name) == case.from_flag
 
 
 def test_settings_flag_none_means_not_given() -> None:
@@ -444,7 +409,16 @@ def test_settings_openai_kind_keeps_its_url_without_trailing_slash() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.com", "http://", "example.com", "https:///v1", "http://h:99999", "x"]
+    "url",
+    [
+        "ftp://example.com",
+        "http://",
+        "example.com",
+        "https:///v1",
+        "http://h:99999",
+        "http://exa mple.com",
+        "x",
+    ],
 )
 def test_settings_invalid_upstream_url_is_an_error(url: str) -> None:
     message = error_of({"upstream_url": url})
@@ -648,7 +622,7 @@ def keyed_settings(tmp_path: Path) -> Settings:
             "client_keys_file": str(keys_file),
             "max_body_size": "1KiB",
             "stream_timeout": "1.5",
-            "host": 'we"ird\\ho\tst\x7f',
+            "host": 'we"ird\\ho\tst\x7f\nx\x01é',
         }
     )
 
