@@ -135,7 +135,7 @@ class SSEDecoder:
         if self._skip_lf:
             # The CR that ended the previous feed and this LF are one CRLF line ending.
             self._skip_lf = False
-            if False:
+            if text[:1] == "\n":
                 text = text[1:]
         if "\r" in text:
             self._skip_lf = text[-1] == "\r"

@@ -347,6 +347,16 @@ def _parse_json(data: bytes) -> object:
         return None
 
 
+def _describe(record: RequestRecord) -> None:
+    """Fill ``model`` and ``stream`` from the path or the body, before any check can refuse it."""
+    if record.path.startswith(MODELS_PATH + "/"):
+        record.model = record.path.removeprefix(MODELS_PATH + "/")
+    elif isinstance(record.body, Mapping):
+        model_id = record.body.get("model")
+        record.model = model_id if isinstance(model_id, str) else None
+        record.stream = record.body.get("stream")
+
+
 def _error(status: int, message: str) -> tuple[Step, ...]:
     return json_steps(status, error_body(message, model_id="", errobj=False))
 
@@ -409,6 +419,7 @@ class SimulatorApp:
             data = await exchange.read_body()
             if data is not None:
                 record.body = _parse_json(data)
+                _describe(record)
                 await exchange.run(self._route(scope, record))
         finally:
             self.recorder.settle(record)
@@ -416,7 +427,7 @@ class SimulatorApp:
     def _route(self, scope: Scope, record: RequestRecord) -> tuple[Step, ...]:
         path, method = scope["path"], scope["method"]
         if not record.key_sent:
-            has_header = _header(scope, b"authorization") is not None
+            has_header = bool(_header(scope, b"authorization"))
             return _error(401, "Invalid API key" if has_header else "Missing API key")
         if path == CHAT_PATH:
             return self._chat(record) if method == "POST" else _error(405, "Method not allowed")
@@ -425,10 +436,10 @@ class SimulatorApp:
                 return _error(405, "Method not allowed")
             if path == MODELS_PATH:
                 return json_steps(200, {"data": model_list(), "success": True})
-            record.model = path.removeprefix(MODELS_PATH + "/")
-            found = single_model(record.model)
+            model_id = path.removeprefix(MODELS_PATH + "/")
+            found = single_model(model_id)
             if found is None:
-                return _error(404, f"Model not found: {record.model}")
+                return _error(404, f"Model not found: {model_id}")
             return json_steps(200, {"data": found, "success": True})
         return _error(404, "Not found")
 
@@ -436,11 +447,9 @@ class SimulatorApp:
         body = record.body
         if not isinstance(body, Mapping):
             return _error(400, "Invalid JSON body: send a JSON object")
-        record.stream = body.get("stream")
         model_id, messages = body.get("model"), body.get("messages")
         if not isinstance(model_id, str):
             return _error(400, "model is required")
-        record.model = model_id
         if not isinstance(messages, list):
             return _error(400, "messages is required")
         model = parse_model_id(model_id)

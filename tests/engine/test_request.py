@@ -120,7 +120,9 @@ VALID_FIELDS = [
 
 
 @pytest.mark.parametrize(("value", "attribute", "expected"), VALID_FIELDS)
-def test_parse_chat_request_accepts_field(value: dict[str, Any], attribute: str, expected: Any) -> None:
+def test_parse_chat_request_accepts_field(
+    value: dict[str, Any], attribute: str, expected: Any
+) -> None:
     assert getattr(parse(value), attribute) == expected
 
 
@@ -253,7 +255,11 @@ INVALID_JSON = [
 def test_parse_chat_request_rejects_body_that_is_not_a_json_object(raw: object) -> None:
     with pytest.raises(InvalidJSON) as caught:
         parse_chat_request(raw)
-    assert (caught.value.code, caught.value.status, caught.value.param) == ("invalid_json", 400, None)
+    assert (caught.value.code, caught.value.status, caught.value.param) == (
+        "invalid_json",
+        400,
+        None,
+    )
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -478,8 +484,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
