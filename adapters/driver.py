@@ -24,10 +24,11 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import Final, Literal
 
 import httpx
 
+from engine.errors import GatewayError, InternalError
 from engine.events import (
     CallUpstream,
     CancelUpstream,
@@ -43,7 +44,6 @@ from engine.events import (
     UpstreamFailed,
     UpstreamHead,
 )
-from engine.errors import InternalError
 from engine.session import Session
 
 from .errors import map_httpx_error
@@ -145,10 +145,7 @@ class Exchange:
                         event = await self._wait_input(session.next_deadline())
                 since_suspend += 1
                 now = self.clock()
-                if event is None:
-                    actions = session.handle_timer(now)
-                else:
-                    actions = session.handle(event, now)
+                actions = session.handle(event, now) if event else session.handle_timer(now)
             session.handle(Delivered(), self.clock())
         finally:
             await self._close(finished)
@@ -256,8 +253,8 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _mapped(exc: Exception, phase: str) -> InternalError | Exception:
+def _mapped(exc: Exception, phase: Literal["head", "body"]) -> GatewayError:
     try:
-        return map_httpx_error(exc, phase="head" if phase == "head" else "body")
+        return map_httpx_error(exc, phase=phase)
     except Exception:  # the mapping itself failed: a bug
         return InternalError()

@@ -17,10 +17,10 @@ from .config import StreamingConfig
 from .errors import StreamingUnsupported
 
 __all__ = [
-    "Capability",
-    "CapabilityCache",
     "CacheKey",
     "CallPlan",
+    "Capability",
+    "CapabilityCache",
     "plan_call",
 ]
 

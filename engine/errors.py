@@ -241,9 +241,7 @@ class UpstreamAuthFailed(UpstreamError):
     kind = "upstream_auth"
     code = "upstream_auth_failed"
     final = True
-    default_message = (
-        "The upstream rejected the gateway's API key. The operator must fix the key."
-    )
+    default_message = "The upstream rejected the gateway's API key. The operator must fix the key."
 
 
 class ModelNotFound(UpstreamError):

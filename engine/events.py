@@ -74,7 +74,9 @@ class Delivered:
     """Every output so far was handed to the client."""
 
 
-Input = UpstreamHead | UpstreamData | UpstreamEnd | UpstreamFailed | ClientGone | ShutDown | Delivered
+Input = (
+    UpstreamHead | UpstreamData | UpstreamEnd | UpstreamFailed | ClientGone | ShutDown | Delivered
+)
 
 # --- actions ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from statemachine import State, StateMachine
 __all__ = ["RequestMachine"]
 
 
-class RequestMachine(StateMachine):  # type: ignore[misc]
+class RequestMachine(StateMachine):
     """One request: detecting -> streaming / falling_back -> draining -> done / errored."""
 
     allow_event_without_transition = False

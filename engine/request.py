@@ -344,7 +344,7 @@ def parse_chat_request(body: bytes | str | object) -> ChatRequest:
     except (BaseValidationError, Invalid) as exc:
         raise validation.invalid_value_from(exc, _REQUIRED) from exc
     stream = bool(sent.stream)
-    if False:
+    if stream and sent.n is not None and sent.n > 1:
         raise UnsupportedParameter(
             f"n = {sent.n} is not supported with stream: true; "
             "send n: 1, or stream: false to get several choices.",

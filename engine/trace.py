@@ -43,7 +43,7 @@ INITIAL_STATE: str = RequestMachine.initial_state.id
 FINAL_STATES: frozenset[str] = frozenset(s.id for s in RequestMachine.final_states)
 
 
-class TransitionNotAllowed(Exception):  # noqa: N818 - named as python-statemachine names it
+class TransitionNotAllowed(Exception):
     """An event that the machine does not accept in its current state: a bug."""
 
     def __init__(self, event: str, state: str) -> None:
@@ -62,7 +62,12 @@ class TraceEntry:
     at_ms: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "event": self.event, "target": self.target, "at_ms": self.at_ms}
+        return {
+            "source": self.source,
+            "event": self.event,
+            "target": self.target,
+            "at_ms": self.at_ms,
+        }
 
 
 @attrs.define

@@ -9,7 +9,7 @@ before any handler; the rest in the chat handler.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -45,7 +45,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Quart:
     app.register_error_handler(Exception, _render_bug)
 
     @app.while_serving
-    async def lifespan() -> AsyncIterator[None]:
+    async def lifespan() -> AsyncGenerator[None, None]:
         yield
         await current_gateway().aclose()
 

@@ -118,7 +118,7 @@ async def serve_gateway(
         stopped.set()
 
     try:
-        await serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=trigger)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -15,10 +15,12 @@ Rules:
    ends the body cleanly. ``delay`` is waited before every head, errors included.
 4. Event points (grammar rule 5) compete: the earliest wins; at the same point the order is
    ``drop``, ``stall``, ``errevent``, ``badsse``. ``errevent`` and ``badsse`` end the body
-   cleanly after their event (no finish chunk, no ``[DONE]``). On a JSON answer ``badsse`` and
-   ``errevent`` do nothing; ``badjson=1`` sends the first half of the real body (with a matching
-   ``Content-Length``), ``drop`` sends half of the body announced and closes, ``stall`` stops
-   after the head, ``gap`` is waited between the head and the body.
+   cleanly after their event (no finish chunk, no ``[DONE]``); ``drop`` and ``stall`` send
+   nothing more. On a JSON answer K does not matter: ``drop`` sends half of the body its
+   ``Content-Length`` announces and closes, ``stall`` stops after the head, ``gap`` is waited
+   between the head and the body, ``badjson=1`` sends the first half of the real body (with a
+   matching ``Content-Length``), and ``badsse`` and ``errevent`` do nothing. ``badjson`` does
+   nothing to a stream.
 5. ``status=CODE`` answers every call except a ``reject`` rejection with that status and a fixed
    message that never holds the model id; ``retry=S`` adds ``Retry-After: S`` to it. ``errobj=1``
    turns every error of the model (status and rejection) into Straico's v1 per-model object.

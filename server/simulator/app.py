@@ -27,10 +27,11 @@ Routes:
   polling. ``DELETE /_sim/requests`` clears them (204).
 
 Recording keeps the newest ``max_records`` requests (10 000 by default), so a long run on the
-simulator stays bounded in memory. ``model`` is the body's ``model`` (a chat call) or the id looked up; ``stream`` is the
-body's ``stream`` value as sent (null when absent); ``key_sent`` is true when the right key came;
-``status`` is the status of the head sent (null when none was); ``closed_early`` is true when the
-client left before the simulator ended its answer (a ``drop`` ends it: that close is the server's).
+simulator stays bounded in memory. ``model`` is the body's ``model`` (a chat call, filled even
+when a check refuses the call) or the id looked up; ``stream`` is the body's ``stream`` value as
+sent (null when absent); ``key_sent`` is true when the right key came; ``status`` is the status
+of the head sent (null when none was); ``closed_early`` is true when the client left before the
+simulator ended its answer (a ``drop`` ends it: that close is the server's).
 """
 
 from __future__ import annotations

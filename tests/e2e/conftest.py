@@ -98,9 +98,7 @@ GatewayFactory = Callable[..., ServerThread]
 
 
 @pytest.fixture(name="gateway_factory")
-def _gateway_factory(
-    simulator: ServerThread, log_capture: LogCapture
-) -> Iterator[GatewayFactory]:
+def _gateway_factory(simulator: ServerThread, log_capture: LogCapture) -> Iterator[GatewayFactory]:
     started: list[ServerThread] = []
 
     def start(**flags: Any) -> ServerThread:

@@ -46,7 +46,9 @@ def test_openai_sdk_streams_in_every_detection_case(
     assert content == expected
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len({c.id for c in chunks}) == 1
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finish == ["stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
     assert len(sim.chat_requests(model)) == calls
@@ -112,7 +114,9 @@ def test_openai_sdk_slow_upstream_error_arrives_as_an_error_event(
     gateway = gateway_factory(heartbeat_interval=0.1)
     client = client_for(gateway)
     stream = client.chat.completions.create(
-        model="sim/json:delay=400:status=500", messages=[{"role": "user", "content": "x"}], stream=True
+        model="sim/json:delay=400:status=500",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
     )
     with pytest.raises(openai.APIError) as caught:
         list(stream)

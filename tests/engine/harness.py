@@ -63,8 +63,14 @@ def sse_stream(
     if finish is not None:
         events.append(chunk({}, finish))
     if usage is not None:
-        obj = {"id": "up-1", "object": "chat.completion.chunk", "created": 1,
-               "model": "provider/model", "choices": [], "usage": usage}
+        obj = {
+            "id": "up-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "provider/model",
+            "choices": [],
+            "usage": usage,
+        }
         events.append(f"data: {json.dumps(obj)}\n\n".encode())
     if done:
         events.append(b"data: [DONE]\n\n")

@@ -19,7 +19,14 @@ from hypothesis.stateful import (
 from engine.capability import CapabilityCache
 from engine.config import StreamingConfig
 from engine.errors import StreamTimeout, UpstreamDisconnected, UpstreamTimeout, UpstreamUnreachable
-from engine.events import ClientGone, ShutDown, UpstreamData, UpstreamEnd, UpstreamFailed, UpstreamHead
+from engine.events import (
+    ClientGone,
+    ShutDown,
+    UpstreamData,
+    UpstreamEnd,
+    UpstreamFailed,
+    UpstreamHead,
+)
 from engine.trace import FINAL_STATES, TRANSITIONS
 from tests.support.sse_check import check_stream
 
@@ -58,7 +65,9 @@ class SessionMachine(RuleBasedStateMachine):
         self.finish = finish
         self.done_marker = done_marker
         self.include_usage = include_usage and client_stream
-        config = StreamingConfig(heartbeat_interval=interval, streaming_timeout=5, answer_timeout=30)
+        config = StreamingConfig(
+            heartbeat_interval=interval, streaming_timeout=5, answer_timeout=30
+        )
         body = chat_body(stream=client_stream, include_usage=self.include_usage)
         self.harness = Harness(body, config=config, cache=CapabilityCache(ttl=600)).start()
         self.calls_seen = 0

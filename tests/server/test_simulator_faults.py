@@ -147,7 +147,9 @@ def test_simulator_long_gap_on_json_sends_the_head_and_holds_the_body(
         pytest.param("sim/stream:drop=0", [ROLE], id="before-any-content"),
         pytest.param("sim/stream:drop=2", [ROLE, CONTENT, CONTENT], id="after-two"),
         pytest.param(
-            "sim/stream:drop=4", [ROLE, CONTENT, CONTENT, CONTENT, CONTENT, FINISH], id="k-is-chunks"
+            "sim/stream:drop=4",
+            [ROLE, CONTENT, CONTENT, CONTENT, CONTENT, FINISH],
+            id="k-is-chunks",
         ),
         pytest.param(
             "sim/stream:chunks=2:drop=9", [ROLE, CONTENT, CONTENT, FINISH], id="k-past-chunks"

@@ -178,7 +178,10 @@ def test_simulator_models_chat_entry_has_the_list_shape(client: httpx.Client) ->
             id="ordinary",
         ),
         pytest.param(
-            "/v2/models/sim/stream:words=3:gap=10", "sim/stream:words=3:gap=10", "chat", id="grammar"
+            "/v2/models/sim/stream:words=3:gap=10",
+            "sim/stream:words=3:gap=10",
+            "chat",
+            id="grammar",
         ),
         pytest.param("/v2/models/openai/dall-e-3", "openai/dall-e-3", "image", id="image"),
     ],
@@ -398,9 +401,7 @@ def test_simulator_chat_reject_rejection_wins_over_status(client: httpx.Client) 
     ("model", "stream", "expected_status", "expected_message"),
     [
         pytest.param("sim/json:status=402:errobj=1", False, 402, "Insufficient coins", id="status"),
-        pytest.param(
-            "sim/reject:errobj=1", True, 400, "stream is not supported", id="rejection"
-        ),
+        pytest.param("sim/reject:errobj=1", True, 400, "stream is not supported", id="rejection"),
     ],
 )
 def test_simulator_chat_errobj_sends_straico_v1_error_object(
@@ -420,8 +421,16 @@ def test_simulator_chat_errobj_sends_straico_v1_error_object(
 def test_simulator_chat_text_keys_follow_the_assistant_turns(client: httpx.Client) -> None:
     model = f"sim/stream:text={b64('first answer')}:text2={b64('second ✓')}"
     first_turn = [{"role": "user", "content": "q1"}]
-    second_turn = [*first_turn, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}]
-    third_turn = [*second_turn, {"role": "assistant", "content": "b"}, {"role": "user", "content": "q3"}]
+    second_turn = [
+        *first_turn,
+        {"role": "assistant", "content": "a"},
+        {"role": "user", "content": "q2"},
+    ]
+    third_turn = [
+        *second_turn,
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "q3"},
+    ]
 
     contents = [
         chat(client, model, messages=first_turn).json()["choices"][0]["message"]["content"],

@@ -1,4 +1,4 @@
-"""Serving the simulator (``start_simulator``, ``run_simulator``) and the ``ServerThread`` harness."""
+"""Serving the simulator (``start_simulator``, ``run_simulator``) and the test server harness."""
 
 from __future__ import annotations
 

@@ -127,9 +127,7 @@ class ServerThread:
             serving.result()  # a start-up failure
             return
         try:  # rule 3: bounded whatever Hypercorn's shutdown does on this Python
-            await asyncio.wait_for(
-                asyncio.shield(serving), self._graceful_timeout + STOP_MARGIN
-            )
+            await asyncio.wait_for(asyncio.shield(serving), self._graceful_timeout + STOP_MARGIN)
         except TimeoutError:
             serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
