@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -121,3 +124,203 @@ def _gateway_factory(simulator: ServerThread, log_capture: LogCapture) -> Iterat
 @pytest.fixture(name="gateway")
 def _gateway(gateway_factory: GatewayFactory) -> ServerThread:
     return gateway_factory()
+
+
+# --- Helpers shared by the end-to-end suites -------------------------------------------------
+#
+# Every wait below is bounded: a helper that waits for something that never comes returns what
+# it has (or fails) after its timeout, so a broken gateway fails a test instead of hanging it.
+
+CLIENT_TIMEOUT = 10.0
+LOG_WAIT_SECONDS = 5.0
+SIM_SETTLE_SECONDS = 2.0
+POLL_SECONDS = 0.01
+OPENAI_ERROR_FIELDS = {"message", "type", "param", "code"}
+
+
+def new_request_id(prefix: str = "e2e") -> str:
+    """A fresh, valid ``X-Request-ID`` (contract §8), so a test can find its own log line."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def chat_body(
+    model: str, *, stream: bool = False, content: str = "tell me", **extra: Any
+) -> dict[str, Any]:
+    """A minimal chat request body; *extra* fields are added as given."""
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if stream:
+        body["stream"] = True
+    body.update(extra)
+    return body
+
+
+def wait_log_line(
+    capture: LogCapture, request_id: str, timeout: float = LOG_WAIT_SECONDS
+) -> dict[str, Any]:
+    """
+    The one ``request`` log line of *request_id*, once it was written.
+
+    The line is written when the request's session finishes, which may be a moment after the
+    client read the last byte; this polls for it, for at most *timeout* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(line.get("request_id") == request_id for line in capture.requests()):
+            break
+        time.sleep(POLL_SECONDS)
+    return capture.for_request(request_id)
+
+
+def settled_records(sim: Simulator, wait: float = SIM_SETTLE_SECONDS) -> list[dict[str, Any]]:
+    """
+    The simulator's records once no recorded request is still being answered (or after *wait*).
+
+    Uses the simulator's own ``?wait=`` (contract §12), so a test reads ``closed_early`` as soon
+    as the gateway closed its upstream connection, without polling.
+    """
+    response = httpx.get(
+        f"{sim.url}/_sim/requests", params={"wait": wait}, timeout=wait + CLIENT_TIMEOUT
+    )
+    records: list[dict[str, Any]] = response.json()
+    return records
+
+
+def openai_error(body: object) -> dict[str, Any]:
+    """The ``error`` object of an OpenAI error body, after checking the shape (contract §7)."""
+    assert isinstance(body, dict), body
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict), body
+    assert set(error) == OPENAI_ERROR_FIELDS, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert "Traceback" not in error["message"], error
+    return error
+
+
+def wait_for_chat_request(sim: Simulator, model: str, timeout: float = LOG_WAIT_SECONDS) -> None:
+    """Return once the simulator has recorded a chat call for *model* (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sim.chat_requests(model):
+            return
+        time.sleep(POLL_SECONDS)
+    raise AssertionError(f"the upstream never received a call for {model}")
+
+
+def raw_http_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> bytes:
+    """The bytes of one HTTP/1.1 request to 127.0.0.1:*port* (for raw-socket tests)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    given = dict(headers or {})
+    if body and "Content-Length" not in given and "Transfer-Encoding" not in given:
+        given["Content-Length"] = str(len(body))
+    lines.extend(f"{name}: {value}" for name, value in given.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_http_head(sock: socket.socket, timeout: float = CLIENT_TIMEOUT) -> tuple[int, bytes]:
+    """Read from *sock* until the end of a response head; return the status and all bytes read."""
+    sock.settimeout(timeout)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        data = sock.recv(65536)
+        if not data:
+            break
+        received += data
+    status_line = received.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 "), received[:200]
+    return int(status_line.split()[1]), received
+
+
+class _FakeOpenAIUpstream:
+    """
+    A minimal OpenAI-compatible upstream (raw ASGI) that names another model in its chunks.
+
+    ``POST /v1/chat/completions`` answers a stream (``stream: true``) or a completion, always
+    with ``model`` set to :data:`FAKE_UPSTREAM_MODEL` and an ``id`` of its own, so tests can see
+    the gateway rewrite both (contract §5, one identity).
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        data = b""
+        while True:
+            message = await receive()
+            data += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = json.loads(data or b"{}")
+        if request.get("stream") is True:
+            await self._stream(send)
+        else:
+            await self._whole(send)
+
+    @staticmethod
+    def _chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        chunk = {
+            "id": "upstream-own-id",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": FAKE_UPSTREAM_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    async def _stream(self, send: Any) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        events = [
+            self._chunk({"role": "assistant", "content": ""}, None),
+            *(self._chunk({"content": piece}, None) for piece in FAKE_UPSTREAM_PIECES),
+            self._chunk({}, "stop"),
+            b"data: [DONE]\n\n",
+        ]
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _whole(self, send: Any) -> None:
+        body = json.dumps(
+            {
+                "id": "upstream-own-id",
+                "object": "chat.completion",
+                "created": 1,
+                "model": FAKE_UPSTREAM_MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(FAKE_UPSTREAM_PIECES)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+            }
+        ).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+FAKE_UPSTREAM_MODEL = "upstream-named-model"
+FAKE_UPSTREAM_PIECES = ("Hello", " from", " the", " fake", " upstream.")
+
+
+@pytest.fixture(name="openai_upstream", scope="session")
+def _openai_upstream() -> Iterator[ServerThread]:
+    with ServerThread(_FakeOpenAIUpstream(), graceful_timeout=0.5) as server:
+        yield server
