@@ -56,19 +56,19 @@ def test_machine_declares_the_contract_states_and_events() -> None:
     assert sorted(s.id for s in RequestMachine.states) == sorted(STATES)
     assert sorted(str(e.id) for e in RequestMachine.events) == sorted(EVENTS)
     assert INITIAL_STATE == "detecting"
-    assert FINAL_STATES == {"done", "errored"}
+    assert {"done", "errored"} == FINAL_STATES
 
 
 def test_compiled_table_equals_the_contract_table() -> None:
     assert dict(TRANSITIONS) == EXPECTED
 
 
-@pytest.mark.parametrize(("state", "event"), ALL_PAIRS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("state", "event"), ALL_PAIRS, ids=str)
 def test_library_instance_agrees_with_compiled_table(state: str, event: str) -> None:
     assert library_step(state, event) == EXPECTED.get((state, event))
 
 
-@pytest.mark.parametrize(("state", "event"), NOT_IN_TABLE, ids=lambda v: str(v))
+@pytest.mark.parametrize(("state", "event"), NOT_IN_TABLE, ids=str)
 def test_cursor_pair_not_in_table_raises(state: str, event: str) -> None:
     cursor = Cursor(started_at=0.0, state=state)
     with pytest.raises(TransitionNotAllowed):

@@ -6,6 +6,7 @@ disconnects, and checks after every step what the client has received so far.
 from __future__ import annotations
 
 import json
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -86,7 +87,7 @@ class SessionMachine(RuleBasedStateMachine):
         text = "".join(self.pieces)
         if self.kind == "reject" and stream:
             self.head, self.body = UpstreamHead(400, "application/json"), REJECTION
-        elif self.kind == "sse" and stream or self.kind == "sse_always":
+        elif (self.kind == "sse" and stream) or self.kind == "sse_always":
             events = sse_stream(self.pieces, finish=self.finish, done=self.done_marker)
             self.head, self.body = UpstreamHead(200, "text/event-stream"), b"".join(events)
         else:

@@ -116,7 +116,7 @@ def _check_chunk(
     elif identity != (report.id, report.created, report.model):
         raise StreamViolation(f"identity changed: {identity} != {(report.id, report.created)}")
     choices = event.get("choices")
-    if "usage" in event and event["usage"] is not None or choices == []:
+    if event.get("usage") is not None or choices == []:
         if not include_usage:
             raise StreamViolation("a usage chunk that was not asked for")
         if choices != [] or report.finish_reason is None or report.saw_usage_chunk:
