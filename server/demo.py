@@ -35,7 +35,8 @@ straico-gateway is running at {url} on the built-in Straico simulator.
 
 Try it with curl:
   curl -N {url}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "sim/stream", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+    -d '{{"model": "sim/stream", "stream": true,
+         "messages": [{{"role": "user", "content": "hi"}}]}}'
 
 Or with the openai SDK:
   from openai import OpenAI
