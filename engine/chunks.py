@@ -18,9 +18,17 @@ from .answer import Answer
 __all__ = ["Identity", "dumps", "tool_call_deltas"]
 
 
+# One encoder for the process: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# The C string encoder: a content delta is one string, the replay's hot spot.
+_encode_string: Any = getattr(json.encoder, "c_encode_basestring", None) or (
+    json.encoder.encode_basestring
+)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON, UTF-8 kept as is (clients decode it; it is smaller on the wire)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(obj)
 
 
 @attrs.define(slots=True)
@@ -31,12 +39,14 @@ class Identity:
     created: int
     model: str
     _prefix: str = attrs.field(init=False, repr=False)
+    _content_prefix: str = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._prefix = (
             f'data: {{"id":{dumps(self.id)},"object":"chat.completion.chunk",'
             f'"created":{self.created},"model":{dumps(self.model)},'
         )
+        self._content_prefix = self._prefix + '"choices":[{"index":0,"delta":{"content":'
 
     def rewrite(self, chunk: dict[str, Any]) -> None:
         """Give an upstream chunk this answer's identity, in place."""
@@ -56,7 +66,11 @@ class Identity:
         return self.delta_chunk({"role": "assistant", "content": ""})
 
     def content_chunk(self, text: str) -> bytes:
-        return self.delta_chunk({"content": text})
+        # Same bytes as delta_chunk({"content": text}), without building the objects.
+        return (
+            f"{self._content_prefix}{_encode_string(text)}}},"
+            '"logprobs":null,"finish_reason":null}]}\n\n'
+        ).encode()
 
     def finish_chunk(self, finish_reason: str) -> bytes:
         return self.delta_chunk({}, finish_reason)
