@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_DIR := tests/e2e/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: install demo test lint typecheck unit soak bench clean
+.PHONY: install node-deps demo test lint typecheck unit soak bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The JavaScript clients of the compatibility tests (openai, the Vercel AI SDK).
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
 demo: install
 	$(BIN)/python -m server.demo
 
@@ -26,13 +35,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
-	$(BIN)/pytest -q -m 'not soak'
+unit: install node-deps
+	$(BIN)/pytest -q -m 'not soak' -p no:cacheprovider
 
 test: lint typecheck unit
 
 soak: install
-	$(BIN)/pytest -q -m soak
+	$(BIN)/pytest -q -m soak -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(NODE_DIR)/node_modules

@@ -9,17 +9,24 @@ Pure functions, no IO. Rules:
    parts.
 2. **Honoured by the gateway, not sent:** ``stop`` (cut on the whole answer, so the call is made
    with ``stream: false``, D1: ``StraicoPlan.needs_whole``) and ``stream_options``.
+   **Emulated** (contract §13, :mod:`adapters.tools`): ``tools``, ``tool_choice``, ``functions``,
+   ``function_call``, ``parallel_tool_calls``, ``tool`` messages and assistant ``tool_calls`` /
+   ``function_call``. A request that offers tools needs the whole answer too (it is parsed);
+   the tool traffic of the history is rendered as text, and the tools instruction is appended
+   to the last system or developer message that opens the conversation (a new first ``system``
+   message when none does), so the client's own instructions stay first and unchanged.
 3. **Accepted, not sent** (``StraicoPlan.ignored_fields``, for the log line): ``user``,
    ``metadata``, ``store``, ``seed``, and the values that change nothing: ``n`` = 1,
    ``logprobs`` = false, ``top_p`` = 1, penalties = 0, ``response_format`` ``text``,
-   ``modalities`` ``["text"]``, and empty ``tools`` / ``functions`` arrays (no tool to offer);
-   also every unknown top-level field.
+   ``modalities`` ``["text"]``, empty ``tools`` / ``functions`` arrays, and a ``tool_choice``,
+   ``function_call`` or ``parallel_tool_calls`` with no tool to apply to; also every unknown
+   top-level field.
 4. **Refused** with ``unsupported_parameter`` naming the field: any other value of those fields,
    ``top_logprobs``, ``audio``, ``prediction``, an ``image_url`` with a ``data:`` URI, file and
-   audio parts; and, until tool emulation lands (§13), ``tools``, ``tool_choice``,
-   ``functions``, ``function_call``, ``parallel_tool_calls``, ``tool`` messages and assistant
-   ``tool_calls`` / ``function_call``. Top-level fields are checked first, in the order of
-   ``_RULES``, then the messages in order.
+   audio parts; tool types other than ``function``, other ``tool_choice`` types, and ``tools``
+   with ``functions``. The tool fields are checked first (their shapes can be ``invalid_value``,
+   which §7 orders before ``unsupported_parameter``), then the other top-level fields in the
+   order of ``_RULES``, then the messages in order.
 5. A top-level field whose value is ``null`` counts as absent.
 
 Not listed in ``ignored_fields`` (the contract names top-level fields only): a message's
@@ -37,16 +44,25 @@ import attrs
 from engine.errors import UnsupportedParameter
 from engine.request import ChatRequest, Message
 
+from .tools import (
+    HISTORY_NOTE,
+    ToolPlan,
+    has_tool_traffic,
+    plan_tools,
+    render_tool_history,
+    tool_instruction,
+)
+
 __all__ = ["StraicoPlan", "apply_stop", "plan_straico_request", "straico_payload"]
 
 #: Fields Straico receives (rule 1).
 _SENT = frozenset({"model", "messages", "temperature", "max_tokens", "max_completion_tokens"})
 #: Fields the gateway itself acts on (rule 2); ``stream`` is sent per the detection rules.
 _HONOURED = frozenset({"stream", "stream_options", "stop"})
-
-
-def _tools_later(field: str) -> str:
-    return f"Tool calling on the Straico upstream is not available yet; leave {field} out."
+#: Fields the tool emulation reads (:func:`adapters.tools.plan_tools`).
+_TOOL_FIELDS = frozenset(
+    {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"}
+)
 
 
 def _always(_: Any) -> bool:
@@ -106,14 +122,9 @@ _RULES: tuple[_Rule, ...] = (
         'Straico answers in text only; send modalities: ["text"] or leave it out.',
     ),
     _Rule("prediction", _never, "Straico has no predicted outputs; leave prediction out."),
-    _Rule("tools", lambda tools: tools == [], _tools_later("tools")),
-    _Rule("tool_choice", _never, _tools_later("tool_choice")),
-    _Rule("functions", lambda functions: functions == [], _tools_later("functions")),
-    _Rule("function_call", _never, _tools_later("function_call")),
-    _Rule("parallel_tool_calls", _never, _tools_later("parallel_tool_calls")),
 )
 #: Every top-level field this module knows; any other is unknown, hence ignored (rule 3).
-_KNOWN = _SENT | _HONOURED | frozenset(rule.field for rule in _RULES)
+_KNOWN = _SENT | _HONOURED | _TOOL_FIELDS | frozenset(rule.field for rule in _RULES)
 
 
 @attrs.frozen
@@ -122,8 +133,10 @@ class StraicoPlan:
 
     #: Top-level fields accepted but not sent, sorted (the log line's ``ignored_fields``).
     ignored_fields: tuple[str, ...]
-    #: The gateway must see the whole answer (``stop``), so the call is sent with ``stream: false``.
+    #: The gateway must see the whole answer (``stop``, tools offered): sent with ``stream: false``.
     needs_whole: bool
+    #: What the tool emulation does with this request (nothing offered by default).
+    tools: ToolPlan = attrs.field(factory=ToolPlan)
 
 
 def _unsupported(param: str, advice: str, value: Any = None) -> UnsupportedParameter:
@@ -137,12 +150,6 @@ def _unsupported(param: str, advice: str, value: Any = None) -> UnsupportedParam
 
 def _check_message(message: Message, index: int) -> None:
     where = f"messages[{index}]"
-    if message.role == "tool":
-        raise _unsupported(where, "Tool messages need tool calling, not available on Straico yet.")
-    if message.tool_calls is not None:
-        raise _unsupported(f"{where}.tool_calls", _tools_later("tool_calls"))
-    if message.function_call is not None:
-        raise _unsupported(f"{where}.function_call", _tools_later("function_call"))
     if isinstance(message.content, str) or message.content is None:
         return
     for number, part in enumerate(message.content):
@@ -169,10 +176,12 @@ def plan_straico_request(request: ChatRequest) -> StraicoPlan:
     Check what Straico can honour and list what it does not need (rules 2 to 5).
 
     Raises:
+        InvalidValue: a malformed tool field or tool call of the history (rule 4).
         UnsupportedParameter: the first field, in the order of rule 4, that Straico cannot honour.
     """
+    tools = plan_tools(request)
     raw = request.raw
-    ignored: list[str] = []
+    ignored: list[str] = list(tools.ignored_fields)
     for rule in _RULES:
         value = raw.get(rule.field)
         if value is None:
@@ -185,7 +194,11 @@ def plan_straico_request(request: ChatRequest) -> StraicoPlan:
     ignored.extend(
         field for field, value in raw.items() if value is not None and field not in _KNOWN
     )
-    return StraicoPlan(ignored_fields=tuple(sorted(ignored)), needs_whole=bool(request.stop))
+    return StraicoPlan(
+        ignored_fields=tuple(sorted(ignored)),
+        needs_whole=bool(request.stop) or tools.offered,
+        tools=tools,
+    )
 
 
 def _straico_part(part: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +214,7 @@ def _straico_part(part: dict[str, Any]) -> dict[str, Any]:
 
 def _straico_message(message: Message) -> dict[str, Any]:
     if message.role == "tool":
-        raise ValueError("a tool message cannot go to Straico; plan_straico_request refuses it")
+        raise ValueError("a tool message cannot go to Straico; render_tool_history renders it")
     role = "system" if message.role == "developer" else message.role
     content: str | list[dict[str, Any]]
     if isinstance(message.content, str):
@@ -221,18 +234,37 @@ def straico_payload(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         stream: the ``stream`` flag the detection rules chose (always present in the body).
 
     Raises:
-        ValueError: a tool message or a file/audio part reached here (a bug: plan first).
+        ValueError: a file/audio part reached here (a bug: plan first).
     """
-    payload: dict[str, Any] = {
-        "model": request.model,
-        "messages": [_straico_message(message) for message in request.messages],
-    }
+    messages = [_straico_message(message) for message in render_tool_history(request.messages)]
+    tools = plan_tools(request)
+    if tools.offered:
+        _add_system_text(messages, tool_instruction(tools))
+    elif has_tool_traffic(request.messages):
+        _add_system_text(messages, HISTORY_NOTE)
+    payload: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.temperature is not None:
         payload["temperature"] = request.temperature
     if request.max_tokens is not None:
         payload["max_tokens"] = request.max_tokens
     payload["stream"] = stream
     return payload
+
+
+def _add_system_text(messages: list[dict[str, Any]], text: str) -> None:
+    """Append *text* to the system messages that open the conversation (rule 2), in place."""
+    leading = 0
+    while leading < len(messages) and messages[leading]["role"] == "system":
+        leading += 1
+    if leading == 0:
+        messages.insert(0, {"role": "system", "content": text})
+        return
+    last = messages[leading - 1]
+    content = last["content"]
+    if isinstance(content, str):
+        last["content"] = f"{content}\n\n{text}" if content else text
+    else:
+        last["content"] = [*content, {"type": "text", "text": text}]
 
 
 def apply_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -20,7 +20,8 @@ from engine.config import StreamingConfig
 from engine.request import ChatRequest
 from engine.session import AnswerTransform
 
-from .straico_request import apply_stop, plan_straico_request, straico_payload
+from .straico_request import StraicoPlan, apply_stop, plan_straico_request, straico_payload
+from .tools import tool_transform
 
 __all__ = [
     "OpenAIUpstream",
@@ -128,12 +129,11 @@ class StraicoUpstream:
 
     def prepare(self, request: ChatRequest) -> Prepared:
         plan = plan_straico_request(request)
-        transform = _stop_transform(request.stop) if request.stop else None
         return Prepared(
             request=request,
             needs_whole=plan.needs_whole,
             ignored_fields=plan.ignored_fields,
-            transform=transform,
+            transform=_straico_transform(request, plan),
         )
 
     def chat_request(self, prepared: Prepared, *, stream: bool, key: str | None) -> httpx.Request:
@@ -167,6 +167,29 @@ class StraicoUpstream:
     def model_from(self, body: Any) -> dict[str, Any] | None:
         item = body.get("data") if isinstance(body, dict) else None
         return _model_entry(item) if isinstance(item, dict) else None
+
+
+def _straico_transform(request: ChatRequest, plan: StraicoPlan) -> AnswerTransform | None:
+    """
+    What the gateway does to a whole Straico answer: ``stop``, then the tool calls (§8, §13).
+
+    ``stop`` comes first: text after a stop sequence was never meant to be generated, so a tool
+    call written there is not made.
+    """
+    steps: list[AnswerTransform] = []
+    if request.stop:
+        steps.append(_stop_transform(request.stop))
+    if plan.tools.offered:
+        steps.append(tool_transform(plan.tools))
+    if len(steps) < 2:
+        return steps[0] if steps else None
+
+    def transform(answer: Answer) -> Answer:
+        for step in steps:
+            answer = step(answer)
+        return answer
+
+    return transform
 
 
 @attrs.define

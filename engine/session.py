@@ -131,6 +131,8 @@ class Session:
         self.cache_result: str | None = None
         self.learned: str | None = None
         self.upstream_calls = 0
+        #: The status of each upstream call's response head, in order (metrics, readiness).
+        self.upstream_statuses: list[int] = []
         self.committed = False
         self.status: int | None = None
         self.first_byte_at: float | None = None
@@ -289,6 +291,7 @@ class Session:
     # --- upstream head and body ---------------------------------------------------------
 
     def _on_head(self, head: UpstreamHead, now: float) -> list[Action]:
+        self.upstream_statuses.append(head.status)
         if not self._upstream_wanted():
             return []
         self._head = head

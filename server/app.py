@@ -85,6 +85,7 @@ async def _render_gateway_error(error: GatewayError) -> Response:
             trace=[],
         )
         log_request(fields)
+        current_gateway().metrics.observe_rejected(error)  # operations (§16)
     return errors.render(error, request_id=request_id())
 
 

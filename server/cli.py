@@ -12,17 +12,23 @@ Rules:
    ``STARTUP_FAILURE`` (3), never with a traceback. Click's own usage errors (an unknown option,
    a missing argument) keep click's exit code 2.
 4. ``simulate`` takes its own flags, with no environment twins (contract §12).
+5. ``trace`` reads request log lines (contract §11) through ``server.audit``; it takes its own
+   flags, with no environment twins. Skipped lines are reported on stderr and do not change the
+   exit code; a diagram that cannot be drawn exits with ``TRACE_FAILURE`` (2), never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import click
 
+from server import audit
 from server.settings import (
     DEFAULT_STRAICO_URL,
     MIB,
@@ -33,11 +39,13 @@ from server.settings import (
     load_config_file,
 )
 
-__all__ = ["PROG_NAME", "STARTUP_FAILURE", "main"]
+__all__ = ["PROG_NAME", "STARTUP_FAILURE", "TRACE_FAILURE", "main"]
 
 PROG_NAME = "straico-gateway"
 #: Exit code when the settings stop start-up (uvicorn uses the same).
 STARTUP_FAILURE = 3
+#: Exit code when ``trace`` cannot do what was asked (no Graphviz for an image), as click's own.
+TRACE_FAILURE = 2
 CONFIG_ENV = env_name_of("config")
 
 SIMULATOR_HOST = "127.0.0.1"
@@ -213,6 +221,146 @@ def simulate(host: str, port: int, key: str) -> None:
     from server.simulator.run import run_simulator
 
     run_simulator(host, port, key)
+
+
+#: What ``trace --diagram --output FILE`` writes, by the file's suffix.
+_DIAGRAM_SUFFIXES = {".mmd": "mermaid", ".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png"}
+
+
+def _listed(given: tuple[str, ...]) -> frozenset[str]:
+    """Values of a repeatable option, each of which may also be a comma-separated list."""
+    return frozenset(value.strip() for item in given for value in item.split(",") if value.strip())
+
+
+def _check_outcomes(_ctx: click.Context, _param: click.Parameter, given: tuple[str, ...]) -> Any:
+    unknown = sorted(_listed(given) - set(audit.OUTCOMES))
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: not an outcome; choose from {', '.join(audit.OUTCOMES)}"
+        )
+    return given
+
+
+def _check_output(_ctx: click.Context, _param: click.Parameter, given: Path | None) -> Any:
+    if given is not None and given.suffix.lower() not in _DIAGRAM_SUFFIXES:
+        raise click.BadParameter(
+            f"{given.name}: the suffix names the format; use one of "
+            f"{', '.join(sorted(_DIAGRAM_SUFFIXES))}"
+        )
+    return given
+
+
+def _read_logs(files: tuple[IO[str], ...]) -> audit.AuditLog:
+    log = audit.AuditLog()
+    for stream in files:
+        log += audit.read_log(stream, source=getattr(stream, "name", "<stdin>"))
+    return log
+
+
+def _write_diagram(log: audit.AuditLog, selection: audit.Selection, output: Path | None) -> None:
+    counts = audit.transition_counts(log.select(selection))
+    if output is None:
+        click.echo(audit.mermaid_diagram(counts), nl=False)
+        return
+    kind = _DIAGRAM_SUFFIXES[output.suffix.lower()]
+    if kind == "mermaid":
+        output.write_text(audit.mermaid_diagram(counts), encoding="utf-8")
+    elif kind == "dot":
+        output.write_text(audit.dot_diagram(counts), encoding="utf-8")
+    else:
+        try:
+            image = audit.render_image(audit.dot_diagram(counts), kind)
+        except audit.GraphvizError as exc:
+            click.echo(f"{PROG_NAME}: error: {exc}", err=True)
+            click.get_current_context().exit(TRACE_FAILURE)
+        output.write_bytes(image)
+
+
+@main.command(
+    epilog=(
+        "Filters take one value or a comma-separated list and may be repeated; values of one "
+        "filter are alternatives, different filters must all match. Malformed lines and lines "
+        "whose trace the machine does not allow are reported on stderr and skipped."
+    )
+)
+@click.argument(
+    "logfiles",
+    nargs=-1,
+    metavar="[LOGFILE]...",
+    default=("-",),  # stdin when no file is named
+    type=click.File("r", encoding="utf-8", errors="replace"),
+)
+@click.option(
+    "--outcome",
+    "outcomes",
+    multiple=True,
+    metavar="OUTCOME",
+    callback=_check_outcomes,
+    help=f"Keep requests with this outcome ({', '.join(audit.OUTCOMES)}).",
+)
+@click.option(
+    "--error", "errors", multiple=True, metavar="KIND", help="Keep requests with this error kind."
+)
+@click.option(
+    "--model", "models", multiple=True, metavar="MODEL", help="Keep requests for this model."
+)
+@click.option("--request-id", "request_ids", multiple=True, metavar="ID", help="Keep this request.")
+@click.option("--summary", is_flag=True, help="Count paths, outcomes, errors; time each state.")
+@click.option(
+    "--diagram", is_flag=True, help="The state diagram (mermaid) with each transition's count."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the selected request lines as logged (with --summary: the summary as JSON).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    callback=_check_output,
+    metavar="FILE",
+    help="With --diagram: write FILE.mmd, FILE.dot, or an image FILE.svg / FILE.png (Graphviz).",
+)
+def trace(
+    *,
+    logfiles: tuple[IO[str], ...],
+    outcomes: tuple[str, ...],
+    errors: tuple[str, ...],
+    models: tuple[str, ...],
+    request_ids: tuple[str, ...],
+    summary: bool,
+    diagram: bool,
+    as_json: bool,
+    output: Path | None,
+) -> None:
+    """Read request log lines (stdin when no LOGFILE, or '-') and show each request's path."""
+    if summary and diagram:
+        raise click.UsageError("choose one of --summary and --diagram")
+    if diagram and as_json:
+        raise click.UsageError("--json prints request lines or the summary, not a diagram")
+    if output is not None and not diagram:
+        raise click.UsageError("--output writes the diagram: add --diagram")
+    selection = audit.Selection(
+        outcomes=_listed(outcomes),
+        errors=_listed(errors),
+        models=_listed(models),
+        request_ids=_listed(request_ids),
+    )
+    log = _read_logs(logfiles)
+    for problem in log.problems:
+        click.echo(problem.describe(), err=True)
+    if diagram:
+        _write_diagram(log, selection, output)
+    elif summary:
+        result = audit.summarise(log, selection)
+        shown = json.dumps(result.to_dict()) if as_json else audit.format_summary(result)
+        click.echo(shown)
+    elif as_json:
+        for record in log.select(selection):
+            click.echo(record.text)
+    else:
+        click.echo("\n\n".join(audit.format_timeline(r) for r in log.select(selection)))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from engine.capability import CapabilityCache
 from engine.config import StreamingConfig
 
 from .keys import KeyPolicy
+from .metrics import Metrics
 from .settings import Settings
 
 __all__ = ["Gateway", "make_chat_id"]
@@ -52,6 +53,8 @@ class Gateway:
         self.shutting_down = False
         self._models: dict[str, tuple[float, dict[str, Any]]] = {}
         self.last_upstream_ok: float | None = None
+        # Operations (§16): this process's metrics, recorded by the routes.
+        self.metrics = Metrics()
 
     @property
     def client(self) -> httpx.AsyncClient:

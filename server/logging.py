@@ -56,6 +56,38 @@ def get_logger() -> Any:
     return structlog.get_logger("straico_gateway")
 
 
+#: Every key of the request log line (contract §11), with its value when nothing set it:
+#: a request refused before any machine, or a models request, still has them all.
+LOG_LINE_DEFAULTS: dict[str, Any] = {
+    "request_id": None,
+    "method": None,
+    "path": None,
+    "status": None,
+    "outcome": None,
+    "error": None,
+    "error_code": None,
+    "model": None,
+    "upstream_model": None,
+    "upstream": None,
+    "client_stream": None,
+    "mode": None,
+    "upstream_calls": 0,
+    "capability": None,
+    "committed": False,
+    "ttfb_ms": None,
+    "duration_ms": None,
+    "chunks_out": 0,
+    "heartbeats": 0,
+    "finish_reason": None,
+    "upstream_finish_reason": None,
+    "usage": None,
+    "price": None,
+    "words": None,
+    "ignored_fields": [],
+    "trace": [],
+}
+
+
 def log_request(fields: dict[str, Any]) -> None:
-    """Emit the request log line."""
-    get_logger().info("request", **fields)
+    """Emit the request log line, every key of §11 present."""
+    get_logger().info("request", **{**LOG_LINE_DEFAULTS, **fields})

@@ -1,11 +1,17 @@
 """
 Serving: Hypercorn over the app, the built-in simulator for ``--simulate``, and shutdown.
 
+``--workers 1`` serves in this process; more workers are started and supervised by
+:mod:`server.workers`, each of them running :func:`serve_gateway` on the shared socket.
+
 Shutdown (contract §15) is the gateway's own, so it holds whatever Hypercorn's
 ``graceful_timeout`` does on the interpreter in use (stack-notes §3): on SIGTERM or SIGINT
 new ``/v1`` requests get 503, in-flight requests go on for ``--shutdown-grace`` seconds,
 then every open session gets ``shut_down`` (its client an error event or a 503), and only
 then is Hypercorn told to stop.
+
+Hypercorn logs at WARNING: its "Running on" line would be the one non-JSON line of a JSON log;
+the gateway logs ``gateway_listening`` itself.
 """
 
 from __future__ import annotations
@@ -24,12 +30,27 @@ from hypercorn.config import Config
 from .app import create_app
 from .gateway import Gateway
 from .logging import configure_logging, get_logger
+from .metrics import multiprocess_directory, multiprocess_enabled
 from .settings import Settings
 
-__all__ = ["raise_open_files_limit", "run", "serve_gateway"]
+__all__ = [
+    "SIMULATOR_KEY",
+    "listening_socket",
+    "loop_factory",
+    "raise_open_files_limit",
+    "run",
+    "serve_gateway",
+    "socket_url",
+]
 
 #: How long sessions told ``shut_down`` get to send their last event.
 SHUTDOWN_FLUSH_SECONDS = 5.0
+#: Hypercorn's own grace period, once the gateway's drain is over (stack-notes §3).
+HYPERCORN_GRACEFUL_SECONDS = 2.0
+#: The simulator's key with ``--simulate`` when no ``--upstream-key`` is given (contract §10).
+SIMULATOR_KEY = "sim-key"
+#: Pending connections the kernel queues before the gateway accepts them.
+BACKLOG = 1024
 
 
 def raise_open_files_limit() -> None:
@@ -41,14 +62,41 @@ def raise_open_files_limit() -> None:
 
 
 def run(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT; the console command's ``serve``."""
+    """
+    Serve until SIGTERM or SIGINT; the console command's ``serve``.
+
+    Raises:
+        SystemExit: with a non-zero code when a worker failed (``--workers`` above 1).
+    """
     configure_logging(settings.log_format, settings.log_level)
     raise_open_files_limit()
-    with asyncio.Runner(loop_factory=_loop_factory(settings.loop)) as runner:
-        runner.run(serve_gateway(settings))
+    if settings.workers > 1:
+        from .workers import supervise
+
+        code = supervise(settings)
+        if code:
+            raise SystemExit(code)
+        return
+    with contextlib.ExitStack() as stack:
+        if multiprocess_enabled():  # an operator's PROMETHEUS_MULTIPROC_DIR: start it empty
+            stack.enter_context(multiprocess_directory())
+        with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
+            runner.run(serve_gateway(settings))
 
 
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on *host*:*port* (IPv6 when *host* has a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
+
+
+def socket_url(sock: socket.socket) -> str:
+    """The base URL a listening socket serves, ``http://host:port``."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if choice == "asyncio":
         return None
     try:
@@ -67,6 +115,7 @@ async def serve_gateway(
     sock: socket.socket | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[str], Awaitable[None] | None] | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """
     Serve the gateway in the running loop until *stop* is set or a signal arrives.
@@ -75,6 +124,8 @@ async def serve_gateway(
         sock: an already bound listening socket (tests bind port 0); else host and port.
         stop: set it to shut down as SIGTERM would.
         on_ready: called with the base URL once the gateway listens.
+        handle_signals: set *stop* on SIGTERM and SIGINT; a worker leaves signals to its own
+            handlers (:mod:`server.workers`).
     """
     log = get_logger()
     stop = stop or asyncio.Event()
@@ -82,7 +133,7 @@ async def serve_gateway(
     if settings.simulate:
         from .simulator.run import start_simulator
 
-        sim_key = settings.upstream_key or "sim-key"
+        sim_key = settings.upstream_key or SIMULATOR_KEY
         sim_url, stop_simulator = await start_simulator(sim_key)
         settings = attrs.evolve(settings, upstream_url=sim_url, upstream_key=sim_key)
         log.info("simulator_started", url=sim_url)
@@ -90,18 +141,20 @@ async def serve_gateway(
     gateway = Gateway(settings)
     app = create_app(settings, gateway)
     if sock is None:
-        sock = socket.create_server((settings.host, settings.port), reuse_port=False)
-    host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        sock = listening_socket(settings.host, settings.port)
+    url = socket_url(sock)
 
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
-    config.graceful_timeout = 2.0
+    config.graceful_timeout = HYPERCORN_GRACEFUL_SECONDS
     config.keep_alive_timeout = 5.0
+    config.backlog = BACKLOG  # Hypercorn listens again with its own backlog (100) otherwise
+    config.loglevel = "WARNING"
 
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for signum in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
@@ -120,7 +173,7 @@ async def serve_gateway(
     try:
         await serve(app, config, shutdown_trigger=trigger)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         if stop_simulator is not None:

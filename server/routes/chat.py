@@ -81,6 +81,10 @@ async def chat_completions() -> Response:
     def on_finish(finished: Session) -> None:
         gateway.exchanges.discard(exchange)
         log_request(_log_fields(fields, finished, begun, gateway.settings.log_content))
+        # Operations (§15, §16): metrics, and a 2xx from the upstream keeps /readyz fresh.
+        gateway.metrics.observe_chat(finished, duration=time.perf_counter() - begun)
+        if any(200 <= status < 300 for status in finished.upstream_statuses):
+            gateway.last_upstream_ok = time.monotonic()
 
     exchange = Exchange(
         session,
@@ -92,6 +96,7 @@ async def chat_completions() -> Response:
         shutting_down=lambda: gateway.shutting_down,
     )
     gateway.exchanges.add(exchange)
+    gateway.metrics.chat_started(session)  # operations (§16): active_streams
     frames = exchange.frames()
     head = await anext(frames)
     assert isinstance(head, SendHead), "the session's first output is its head"

@@ -101,7 +101,9 @@ def test_keys_per_request_mode_without_a_bearer_is_401_and_calls_nobody(
 ) -> None:
     gateway = gateway_factory(upstream_key=None)
     rid = new_request_id("no-bearer")
-    response = _call(gateway, "POST", "/v1/chat/completions", {**client_headers, "X-Request-ID": rid})
+    response = _call(
+        gateway, "POST", "/v1/chat/completions", {**client_headers, "X-Request-ID": rid}
+    )
 
     assert response.status_code == 401
     assert openai_error(response.json())["code"] == "invalid_api_key"
