@@ -124,9 +124,10 @@ class Sim:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + CLOSE_NOTICE_SECONDS
         while True:
-            record = (await self.chat_records(model))[-1]
-            if record["closed_early"] or loop.time() >= give_up:
-                return record
+            records = await self.chat_records(model)
+            if records and (records[-1]["closed_early"] or loop.time() >= give_up):
+                return records[-1]
+            assert loop.time() < give_up, f"the simulator never received a call for {model}"
             await asyncio.sleep(0.02)
 
     async def wait_received(self, model: str) -> None:

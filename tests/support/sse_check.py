@@ -110,7 +110,7 @@ def _check_chunk(
         raise StreamViolation(f"object is {event.get('object')!r}")
     identity = (event.get("id"), event.get("created"), event.get("model"))
     if report.id is None:
-        report.id, report.created, report.model = identity  # type: ignore[assignment]
+        report.id, report.created, report.model = identity
         if not str(report.id).startswith("chatcmpl-"):
             raise StreamViolation(f"id {report.id!r} is not a chatcmpl- id")
     elif identity != (report.id, report.created, report.model):
