@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/e2e/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: install node-deps demo test lint typecheck unit soak bench bench-peers clean
+.PHONY: install node-deps system-deps demo test lint typecheck unit soak bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 node-deps: $(NODE_STAMP)
 
+# Debian packages: Graphviz renders `straico-gateway trace --diagram --output x.svg`.
+system-deps:
+	@command -v dot >/dev/null || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
+
 demo: install
 	$(BIN)/python -m server.demo
 
@@ -35,7 +39,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install node-deps
+unit: install node-deps system-deps
 	$(BIN)/pytest -q -m 'not soak' -p no:cacheprovider
 
 test: lint typecheck unit

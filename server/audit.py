@@ -532,7 +532,13 @@ def _rows(rows: Sequence[tuple[str, ...]], *, numeric: bool = False) -> list[str
 
 
 def transition_counts(records: Iterable[RequestRecord]) -> dict[Edge, int]:
-    """How many times each declared transition was taken; every declared one is present."""
+    """
+    How many times each declared transition was taken; every declared one is present.
+
+    Raises:
+        KeyError: a record's trace takes an undeclared transition; records from
+            :func:`read_log` never do (rule 3).
+    """
     counts: dict[Edge, int] = {
         (source, event, target): 0 for (source, event), target in TRANSITIONS.items()
     }

@@ -140,7 +140,10 @@ def _listening_url(path: Path) -> str | None:
 
 def _send(client: httpx.Client, sent: Sent) -> None:
     headers = {"X-Request-ID": sent.request_id}
-    body = {"model": sent.model, "messages": [{"role": "user", "content": "tell me"}]}
+    body: dict[str, Any] = {
+        "model": sent.model,
+        "messages": [{"role": "user", "content": "tell me"}],
+    }
     if sent.stream:
         body["stream"] = True
     if sent.how == "bad_json":

@@ -215,7 +215,7 @@ def test_cli_help_lists_serve_and_simulate() -> None:
     result = invoke(["--help"])
     listing = result.stdout.split("Commands:")[1].splitlines()
     commands = [line.split()[0] for line in listing if re.match(r"  \S", line)]
-    assert (result.exit_code, commands) == (0, ["serve", "simulate"])
+    assert (result.exit_code, commands) == (0, ["serve", "simulate", "trace"])
 
 
 def test_cli_version_names_the_program() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -312,7 +311,6 @@ def test_trace_diagram_image_goes_through_dot(log_path: Path, tmp_path: Path) ->
     assert actual == ("-Tpng\n", dot_text_file.read_text(encoding="utf-8"))
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 def test_trace_diagram_svg_with_graphviz(log_path: Path, tmp_path: Path) -> None:
     target = tmp_path / "machine.svg"
     assert succeeded(trace(str(log_path), "--diagram", "--output", str(target))) == ""

@@ -50,6 +50,11 @@ def lines_of(gateway: GatewayProcess, event: str) -> list[dict[str, Any]]:
     return [line for line in gateway.lines() if line.get("event") == event]
 
 
+def wait_logged(gateway: GatewayProcess, count: int) -> None:
+    """Wait until *count* request log lines are written (a line follows its answer)."""
+    wait_until(lambda: len(lines_of(gateway, "request")) == count, EXIT_TIMEOUT, "the log lines")
+
+
 def ask(url: str, request_id: str) -> httpx.Response:
     """One non-streaming chat request on a fresh connection (a fresh connection may land on
     either worker; a kept-alive one stays with its worker)."""
@@ -70,7 +75,7 @@ def test_workers_two_serve_one_socket_with_one_simulator_and_summed_metrics(
         for _ in range(BATCH):
             assert ask(gateway.url, f"req-{sent}").status_code == 200
             sent += 1
-        wait_until(lambda: len(lines_of(gateway, "request")) == sent, EXIT_TIMEOUT, "log lines")
+        wait_logged(gateway, sent)
     samples = metric_samples(gateway.url)
     listening = lines_of(gateway, "gateway_listening")
     upstreams = {line["upstream"] for line in listening if "worker" in line}
@@ -102,19 +107,22 @@ def test_workers_a_killed_worker_is_replaced_and_its_open_streams_forgotten(
     gateway = start_gateway(*serve_args(workers=2))
     first_pids = worker_pids(gateway)
     active = ("straico_gateway_active_streams", ())
-    with httpx.Client(timeout=10) as client:
-        with client.stream(
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
             "POST",
             f"{gateway.url}/v1/chat/completions",
             json=chat_body("sim/stream:stall=1", stream=True),
-        ) as response:
-            next(response.iter_raw())  # the stream is open, then stalls
-            active_while_open = metric_samples(gateway.url)[active]
-            for pid in first_pids:
-                os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: len(worker_pids(gateway)) == 4, EXIT_TIMEOUT, "two new workers")
-            with pytest.raises(httpx.HTTPError):  # its worker died: the stream is cut
-                b"".join(response.iter_raw())
+        ) as response,
+    ):
+        body = response.iter_raw()
+        next(body)  # the stream is open, then stalls
+        active_while_open = metric_samples(gateway.url)[active]
+        for pid in first_pids:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(worker_pids(gateway)) == 4, EXIT_TIMEOUT, "two new workers")
+        with pytest.raises(httpx.HTTPError):  # its worker died: the stream is cut
+            b"".join(body)
     active_after = metric_samples(gateway.url)[active]
     replaced = lines_of(gateway, "worker_exited_unexpectedly")
     answer = ask(gateway.url, "after-1")
