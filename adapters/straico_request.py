@@ -236,11 +236,15 @@ def straico_payload(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
     Raises:
         ValueError: a file/audio part reached here (a bug: plan first).
     """
-    messages = [_straico_message(message) for message in render_tool_history(request.messages)]
+    history = request.messages
+    traffic = has_tool_traffic(history)
+    if traffic:
+        history = render_tool_history(history)
+    messages = [_straico_message(message) for message in history]
     tools = plan_tools(request)
     if tools.offered:
         _add_system_text(messages, tool_instruction(tools))
-    elif has_tool_traffic(request.messages):
+    elif traffic:
         _add_system_text(messages, HISTORY_NOTE)
     payload: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.temperature is not None:

@@ -164,7 +164,9 @@ def run_engine_micro(*, iterations: int = 5000, repeats: int = 5) -> dict[str, A
     config = StreamingConfig()
     cache = CapabilityCache(ttl=600)
     request = parse_chat_request(REQUEST_BODY)
-    fixed = measure(lambda: passthrough(request, config, cache), iterations=iterations, repeats=repeats)
+    fixed = measure(
+        lambda: passthrough(request, config, cache), iterations=iterations, repeats=repeats
+    )
     with_chunks = measure(
         lambda: passthrough_100(request, config, cache),
         iterations=max(1, iterations // 20),

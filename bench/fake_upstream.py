@@ -177,14 +177,19 @@ class UpstreamStats:
     #: model → [calls with stream true, calls with stream false]
     by_model: dict[str, list[int]] = attrs.Factory(dict)
     inflight: int = 0
+    most_inflight: int = 0
     answered_at: dict[str, float] = attrs.Factory(dict)
+    #: model → when the first rejection of a stream flag was written
+    rejected_at: dict[str, float] = attrs.Factory(dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
             "by_model": self.by_model,
             "inflight": self.inflight,
+            "most_inflight": self.most_inflight,
             "answered_at": self.answered_at,
+            "rejected_at": self.rejected_at,
         }
 
 
@@ -296,11 +301,13 @@ class FakeUpstream:
         stats.calls += 1
         stats.by_model.setdefault(model, [0, 0])[0 if stream else 1] += 1
         stats.inflight += 1
+        stats.most_inflight = max(stats.most_inflight, stats.inflight)
         try:
             if spec.delay_ms:
                 await asyncio.sleep(spec.delay_ms / 1000)
             if stream and spec.kind == "reject":
                 write(_head(400, "application/json", len(REJECTION)) + REJECTION)
+                stats.rejected_at.setdefault(model, time.perf_counter())
             elif stream and spec.kind == "stream" and not straico:
                 await self._stream(model, spec, include_usage, write)
             else:

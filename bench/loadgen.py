@@ -54,10 +54,15 @@ def chat_body(model: str, *, stream: bool, include_usage: bool = False) -> bytes
 
 @attrs.frozen
 class Expect:
-    """What a valid response holds: its text, and for a pass-through stream the delta count."""
+    """
+    What a valid response holds: its text, and for a pass-through stream the delta count.
+
+    ``stream`` None accepts either form (a peer may answer a stream request with JSON when
+    its upstream did).
+    """
 
     text: str
-    stream: bool
+    stream: bool | None
     chunks: int | None = None
 
 
@@ -233,7 +238,7 @@ class _Response:
     def _problem(self, expect: Expect) -> str | None:
         if self.status != 200:
             return f"status {self.status}"
-        if expect.stream:
+        if expect.stream or (expect.stream is None and self.sse):
             if not self.sse:
                 return "not an event stream"
             if self.error_event:

@@ -7,7 +7,7 @@ web framework, HTTP client or event loop library.
 """
 
 from .answer import Answer, StreamAssembler, parse_completion
-from .capability import CapabilityCache, CallPlan, plan_call
+from .capability import CallPlan, CapabilityCache, plan_call
 from .config import StreamingConfig
 from .errors import GatewayError
 from .events import (

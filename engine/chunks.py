@@ -15,7 +15,7 @@ import attrs
 
 from .answer import Answer
 
-__all__ = ["Identity", "dumps", "tool_call_deltas"]
+__all__ = ["Identity", "dumps", "function_call_deltas", "tool_call_deltas"]
 
 
 # One encoder for the process: json.dumps with options builds a new one per call.
@@ -80,9 +80,10 @@ class Identity:
 
     def completion(self, answer: Answer, finish_reason: str) -> dict[str, Any]:
         """The whole ``chat.completion`` body for a non-streaming client."""
+        has_calls = bool(answer.tool_calls) or answer.function_call is not None
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": answer.content if answer.content or not answer.tool_calls else None,
+            "content": answer.content if answer.content or not has_calls else None,
             "refusal": answer.refusal,
         }
         if answer.tool_calls:
@@ -123,4 +124,15 @@ def tool_call_deltas(tool_calls: list[dict[str, Any]], max_chars: int) -> list[d
         for start in range(0, len(arguments), max_chars):
             piece = arguments[start : start + max_chars]
             deltas.append({"index": index, "function": {"arguments": piece}})
+    return deltas
+
+
+def function_call_deltas(function_call: dict[str, Any], max_chars: int) -> list[dict[str, Any]]:
+    """A legacy ``function_call`` as streamed deltas: the name first, then argument pieces."""
+    arguments = str(function_call.get("arguments") or "")
+    deltas: list[dict[str, Any]] = [{"name": function_call.get("name", ""), "arguments": ""}]
+    deltas.extend(
+        {"arguments": arguments[start : start + max_chars]}
+        for start in range(0, len(arguments), max_chars)
+    )
     return deltas

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from .answer import Answer, StreamAssembler, parse_completion_bytes
 from .capability import CacheKey, CapabilityCache, plan_call
-from .chunks import Identity, dumps, tool_call_deltas
+from .chunks import Identity, dumps, function_call_deltas, tool_call_deltas
 from .config import StreamingConfig
 from .errors import (
     GatewayError,
@@ -528,6 +528,9 @@ class Session:
         if answer.tool_calls:
             calls = tool_call_deltas(answer.tool_calls, max_chars)
             parts.extend(identity.delta_chunk({"tool_calls": [delta]}) for delta in calls)
+        if answer.function_call is not None:
+            pieces = function_call_deltas(answer.function_call, max_chars)
+            parts.extend(identity.delta_chunk({"function_call": piece}) for piece in pieces)
         self.chunks_out += len(parts)
         actions = self._send(b"".join(parts), now) if parts else self._commit(now)
         actions.extend(self._send(self._closing_bytes(), now))

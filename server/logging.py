@@ -47,7 +47,8 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), 20)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (message and newline together), so lines never interleave.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,12 +15,15 @@ from adapters.straico_request import (
     plan_straico_request,
     straico_payload,
 )
-from engine.errors import UnsupportedParameter
+from adapters.tools import HISTORY_NOTE, Tool, ToolPlan, tool_instruction
+from engine.errors import InvalidValue, UnsupportedParameter
 from engine.request import ChatRequest, parse_chat_request
 
 MODEL = "openai/gpt-4o-mini"
 HELLO = {"role": "user", "content": "Hello"}
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL = {"type": "function", "function": {"name": "f", "description": "Does f."}}
+TOOLS_PLAN = ToolPlan(tools=(Tool("f", "Does f."),))
 
 
 def request(**fields: Any) -> ChatRequest:
@@ -47,25 +51,16 @@ UNSUPPORTED = [
     pytest.param({"modalities": ["text", "audio"]}, "modalities", id="modalities-audio"),
     pytest.param({"modalities": "text"}, "modalities", id="modalities-not-list"),
     pytest.param({"prediction": {"type": "content", "content": "x"}}, "prediction"),
-    pytest.param({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    pytest.param({"tool_choice": "auto"}, "tool_choice", id="tool-choice"),
-    pytest.param({"functions": [{"name": "f"}]}, "functions", id="functions"),
-    pytest.param({"function_call": "auto"}, "function_call", id="function-call"),
-    pytest.param({"parallel_tool_calls": True}, "parallel_tool_calls", id="parallel-tool-calls"),
     pytest.param(
-        {"messages": [HELLO, {"role": "tool", "content": "42", "tool_call_id": "call_1"}]},
-        "messages[1]",
-        id="tool-message",
+        {"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type", id="custom-tool"
     ),
     pytest.param(
-        {"messages": [HELLO, {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}]},
-        "messages[1].tool_calls",
-        id="assistant-tool-calls",
+        {"tools": [TOOL], "tool_choice": {"type": "allowed_tools", "allowed_tools": {}}},
+        "tool_choice",
+        id="allowed-tools-choice",
     ),
     pytest.param(
-        {"messages": [{"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}]},
-        "messages[0].function_call",
-        id="assistant-function-call",
+        {"tools": [TOOL], "functions": [{"name": "g"}]}, "functions", id="tools-and-functions"
     ),
     pytest.param(
         {
@@ -145,6 +140,16 @@ IGNORED = [
     ),
     pytest.param({"tools": [], "functions": []}, ("functions", "tools"), id="no-tools"),
     pytest.param(
+        {"tool_choice": "auto", "function_call": "none", "parallel_tool_calls": True},
+        ("function_call", "parallel_tool_calls", "tool_choice"),
+        id="tool-settings-without-tools",
+    ),
+    pytest.param(
+        {"tools": [TOOL], "tool_choice": "required", "parallel_tool_calls": False},
+        (),
+        id="tools-are-honoured",
+    ),
+    pytest.param(
         {"zeta": 1, "alpha": {"x": 1}, "logit_bias": {"1": 2}},
         ("alpha", "logit_bias", "zeta"),
         id="unknown-fields-sorted",
@@ -192,6 +197,34 @@ def test_plan_straico_request_needs_whole_answer_for_stop(
     assert plan_straico_request(request(**fields)) == StraicoPlan(
         ignored_fields=(), needs_whole=needs_whole
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "needs_whole"),
+    [
+        pytest.param({"tools": [TOOL]}, True, id="tools"),
+        pytest.param({"functions": [{"name": "f"}]}, True, id="functions"),
+        pytest.param({"tools": [TOOL], "tool_choice": "none"}, False, id="tool-choice-none"),
+        pytest.param({"tools": []}, False, id="no-tools"),
+        pytest.param(
+            {"messages": [HELLO, {"role": "tool", "content": "42", "tool_call_id": "call_1"}]},
+            False,
+            id="tool-history-only",
+        ),
+    ],
+)
+def test_plan_straico_request_needs_whole_answer_when_tools_are_offered(
+    fields: dict[str, Any], needs_whole: bool
+) -> None:
+    plan = plan_straico_request(request(**fields))
+    assert (plan.needs_whole, plan.tools.offered) == (needs_whole, needs_whole)
+
+
+def test_plan_straico_request_tool_shape_error_comes_before_unsupported_fields() -> None:
+    """§7: invalid_value before unsupported_parameter, whatever the field order."""
+    with pytest.raises(InvalidValue) as caught:
+        plan_straico_request(request(top_p=0.5, tools=[{"type": "function"}]))
+    assert caught.value.param == "tools[0].function"
 
 
 def test_plan_straico_request_accepts_https_image_and_plain_history() -> None:
@@ -269,10 +302,83 @@ def test_straico_payload_sends_parts_as_straico_documents_them() -> None:
     ]
 
 
-def test_straico_payload_tool_message_is_a_bug_when_not_planned() -> None:
-    sent = request(messages=[HELLO, {"role": "tool", "content": "42", "tool_call_id": "c"}])
-    with pytest.raises(ValueError, match="tool message"):
+def test_straico_payload_file_part_is_a_bug_when_not_planned() -> None:
+    sent = request(messages=[user({"type": "file", "file": {"file_id": "file-1"}})])
+    with pytest.raises(ValueError, match="file part"):
         straico_payload(sent, stream=False)
+
+
+# --- tool calls (contract §13; adapters/tools.py) ---------------------------------------------
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+TOOL_RESULT = {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+CALLED = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
+
+
+def test_straico_payload_appends_the_tool_instruction_to_the_leading_system_messages() -> None:
+    sent = request(
+        messages=[SYSTEM, {"role": "developer", "content": "Answer in French."}, HELLO],
+        tools=[TOOL],
+    )
+    messages = straico_payload(sent, stream=False)["messages"]
+    assert messages == [
+        SYSTEM,
+        {"role": "system", "content": "Answer in French.\n\n" + tool_instruction(TOOLS_PLAN)},
+        HELLO,
+    ]
+
+
+def test_straico_payload_tool_instruction_is_first_when_no_system_message_opens() -> None:
+    sent = request(messages=[HELLO, SYSTEM], tools=[TOOL])
+    assert straico_payload(sent, stream=False)["messages"] == [
+        {"role": "system", "content": tool_instruction(TOOLS_PLAN)},
+        HELLO,
+        SYSTEM,
+    ]
+
+
+def test_straico_payload_tool_instruction_joins_a_system_message_of_parts() -> None:
+    parts = [{"type": "text", "text": "Be brief."}]
+    sent = request(messages=[{"role": "system", "content": parts}, HELLO], tools=[TOOL])
+    assert straico_payload(sent, stream=False)["messages"][0] == {
+        "role": "system",
+        "content": [*parts, {"type": "text", "text": tool_instruction(TOOLS_PLAN)}],
+    }
+
+
+def test_straico_payload_renders_tool_history_without_a_tool_role() -> None:
+    sent = request(messages=[HELLO, CALLED, TOOL_RESULT], tools=[TOOL])
+    messages = straico_payload(sent, stream=False)["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2:] == [
+        {
+            "role": "assistant",
+            "content": '<tool_calls>\n[{"id": "call_1", "name": "f", "arguments": {}}]\n'
+            "</tool_calls>",
+        },
+        {"role": "user", "content": '<tool_result call_id="call_1" name="f">\n42\n</tool_result>'},
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"tool_choice": "none", "tools": [TOOL]}, id="tool-choice-none"),
+        pytest.param({}, id="no-tools"),
+    ],
+)
+def test_straico_payload_tool_history_without_tools_gets_the_history_note(
+    fields: dict[str, Any],
+) -> None:
+    sent = request(messages=[SYSTEM, HELLO, CALLED, TOOL_RESULT], **fields)
+    messages = straico_payload(sent, stream=False)["messages"]
+    assert messages[0] == {"role": "system", "content": "Be brief.\n\n" + HISTORY_NOTE}
+    assert "<tools>" not in json.dumps(messages)
+
+
+def test_straico_payload_tool_choice_none_sends_no_tool_list() -> None:
+    sent = request(tools=[TOOL], tool_choice="none")
+    assert straico_payload(sent, stream=False) == straico_payload(request(), stream=False)
 
 
 @pytest.mark.parametrize(

@@ -142,13 +142,11 @@ BAD_REQUESTS = [
         body=_with(logprobs=True),
     ),
     Bad(
-        id="tools",
+        id="custom-tools",
         status=400,
         code="unsupported_parameter",
-        param="tools",
-        body=_with(
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-        ),
+        param="tools[0].type",
+        body=_with(tools=[{"type": "custom", "custom": {"name": "f"}}]),
     ),
     Bad(
         id="over-max-body-size",

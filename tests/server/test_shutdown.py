@@ -100,6 +100,9 @@ class GatewayProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(EXIT_TIMEOUT)
         self._log_file.close()
+        for line in self.lines():  # a killed supervisor could not remove its metrics directory
+            if line.get("event") == "workers_starting":
+                shutil.rmtree(line["metrics_dir"], ignore_errors=True)
 
     def wait_listening(self) -> str:
         """Wait until the gateway (every worker) listens; return its base URL."""
