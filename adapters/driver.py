@@ -78,7 +78,7 @@ class Exchange:
     ) -> None:
         self.session = session
         self._upstream = upstream
-        self._prepared = prepared
+        self.prepared = prepared
         self._client = client
         self._key = key
         self._on_finish = on_finish
@@ -201,7 +201,7 @@ class Exchange:
         self._reader = self._loop.create_task(self._read(stream))
 
     async def _read(self, stream: bool) -> None:
-        request = self._upstream.chat_request(self._prepared, stream=stream, key=self._key)
+        request = self._upstream.chat_request(self.prepared, stream=stream, key=self._key)
         try:
             response = await self._client.send(request, stream=True)
         except Exception as exc:

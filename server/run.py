@@ -192,8 +192,7 @@ async def _drain(gateway: Gateway, grace: float) -> None:
         await asyncio.sleep(0.05)
     if gateway.exchanges:
         log.info("shutdown_ending_requests", count=len(gateway.exchanges))
-        for exchange in list(gateway.exchanges):
-            exchange.shut_down()
+        gateway.shut_down_all()
         flush_deadline = loop.time() + SHUTDOWN_FLUSH_SECONDS
         while gateway.exchanges and loop.time() < flush_deadline:
             await asyncio.sleep(0.02)
