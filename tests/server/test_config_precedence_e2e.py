@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from server.cli import STARTUP_FAILURE
-from tests.server.test_shutdown import (  # the start_gateway fixture comes with it
+from tests.support.gateway_process import (
     GATEWAY_COMMAND,
     GatewayProcess,
-    _start_gateway,  # noqa: F401
     chat_body,
     clean_environment,
 )

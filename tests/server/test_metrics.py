@@ -20,7 +20,7 @@ from server.app import create_app
 from server.metrics import status_class
 from server.settings import Settings
 from server.simulator.app import create_simulator_app
-from tests.server.test_shutdown import EXIT_TIMEOUT, chat_body, wait_until
+from tests.support.gateway_process import EXIT_TIMEOUT, chat_body, wait_until
 from tests.support.servers import ServerThread
 from tests.support.sse_check import check_stream
 

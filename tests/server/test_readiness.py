@@ -18,7 +18,7 @@ from server.gateway import Gateway
 from server.routes import health
 from server.settings import Settings
 from server.simulator.app import create_simulator_app
-from tests.server.test_shutdown import chat_body
+from tests.support.gateway_process import chat_body
 from tests.support.servers import ServerThread
 
 SIM_KEY = "sim-key"

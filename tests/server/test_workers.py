@@ -15,10 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server.test_shutdown import (  # the start_gateway fixture comes with it
+from tests.support.gateway_process import (
     EXIT_TIMEOUT,
     GatewayProcess,
-    _start_gateway,  # noqa: F401
     chat_body,
     serve_args,
     wait_until,
