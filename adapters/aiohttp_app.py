@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import GatewayError, RequestTooLarge, UnsupportedMediaType
+from engine.errors import GatewayError, RequestTooLarge, ShuttingDown, UnsupportedMediaType
 
 from .driver import Exchange
 from .service import ChatService, Reply, error_reply, first_reply, is_json_content_type
@@ -40,6 +40,8 @@ def chat_completions_handler(
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
+            if service.shutting_down:  # contract §15: no new machine once shutdown began
+                raise ShuttingDown()
             if (request.content_length or 0) > service.max_body_size:
                 raise RequestTooLarge()
             upstream_key = service.authorize(request.headers.get("Authorization"))
@@ -53,12 +55,12 @@ def chat_completions_handler(
         if reply.stream is None:
             return _whole(reply)
         response = web.StreamResponse(status=reply.status, headers=dict(reply.headers))
-        await response.prepare(request)
-        try:
+        try:  # from the head on: a client leaving while it is sent must close the stream too
+            await response.prepare(request)
             async for chunk in reply.stream:
                 await response.write(chunk)
         finally:
-            await reply.stream.aclose()  # type: ignore[attr-defined]
+            await reply.stream.aclose()
         await response.write_eof()
         return response
 

@@ -26,6 +26,7 @@ from engine.errors import (
     GatewayError,
     MethodNotAllowed,
     RequestTooLarge,
+    ShuttingDown,
     UnsupportedMediaType,
 )
 
@@ -85,6 +86,8 @@ class ChatCompletionsApp:
         """The §7 checks in order, then the exchange."""
         if scope.get("method") != "POST":
             raise MethodNotAllowed()
+        if self.service.shutting_down:  # contract §15: no new machine once shutdown began
+            raise ShuttingDown()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         limit = self.service.max_body_size
         length = headers.get("content-length")
@@ -134,13 +137,15 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 async def _send_reply(send: Send, reply: Reply) -> None:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    start = {"type": "http.response.start", "status": reply.status, "headers": headers}
     if reply.stream is None:
+        await send(start)
         await send({"type": "http.response.body", "body": reply.body, "more_body": False})
         return
-    try:
+    try:  # from the head on: a cancellation while sending it must close the stream too
+        await send(start)
         async for chunk in reply.stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     finally:
-        await reply.stream.aclose()  # type: ignore[attr-defined]
+        await reply.stream.aclose()
     await send({"type": "http.response.body", "body": b"", "more_body": False})

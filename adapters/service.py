@@ -5,7 +5,8 @@ The chat completions service, framework-neutral: what any web framework needs to
 A framework adapter (Quart in ``server/``, :mod:`adapters.asgi`, :mod:`adapters.aiohttp_app`)
 only moves bytes and signals:
 
-1. it checks the caller with :meth:`ChatService.authorize` and the content type with
+1. it refuses a new request once :attr:`ChatService.shutting_down` is set (503), checks the
+   caller with :meth:`ChatService.authorize` and the content type with
    :func:`is_json_content_type`, reads the body up to ``max_body_size``;
 2. it opens an exchange with :meth:`ChatService.open` and awaits :func:`first_reply`, which
    holds the response head back until the session has decided it (contract §5);
@@ -24,7 +25,8 @@ import json
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import cast
 
 import attrs
 import httpx
@@ -36,13 +38,14 @@ from engine.events import SendHead
 from engine.request import parse_chat_request
 from engine.session import Session
 
-from .driver import Exchange
+from .driver import Exchange, Frame
 from .keys import KeyPolicy
 from .upstream import Upstream, make_client
 
 __all__ = [
     "ChatService",
     "Reply",
+    "ReplyStream",
     "error_reply",
     "first_reply",
     "is_json_content_type",
@@ -66,6 +69,31 @@ def is_json_content_type(content_type: str | None) -> bool:
     )
 
 
+class ReplyStream:
+    """
+    The rest of a committed SSE stream: its body bytes, in order.
+
+    :meth:`aclose` before the end means the client left, and takes effect at once, even when
+    nothing was read yet (an adapter whose client leaves while the head is being sent).
+    An async generator would not do: closing one that never started skips its ``finally``.
+    """
+
+    def __init__(self, frames: AsyncGenerator[Frame, None]) -> None:
+        self._frames = frames
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            frame = await anext(self._frames)  # StopAsyncIteration ends the stream
+            if isinstance(frame, bytes):
+                return frame
+
+    async def aclose(self) -> None:
+        await self._frames.aclose()
+
+
 @attrs.frozen
 class Reply:
     """What to answer: a whole body, or a committed stream to send chunk by chunk."""
@@ -74,7 +102,7 @@ class Reply:
     headers: tuple[tuple[str, str], ...]
     body: bytes = b""
     #: The rest of a committed SSE stream; closing it early means the client left.
-    stream: AsyncIterator[bytes] | None = None
+    stream: ReplyStream | None = None
 
     @property
     def content_type(self) -> str:
@@ -89,23 +117,14 @@ def error_reply(error: GatewayError) -> Reply:
 
 async def first_reply(exchange: Exchange) -> Reply:
     """Run *exchange* until the session's head; the reply is then what to send."""
-    frames = exchange.frames()
+    frames = cast(AsyncGenerator[Frame, None], exchange.frames())  # an async generator
     head = await anext(frames)
     if not isinstance(head, SendHead):  # the session always decides its head first
         raise TypeError(f"the session's first output was {head!r}, not its head")
     if exchange.session.client_stream and exchange.session.committed:
-        return Reply(head.status, head.headers, stream=_rest(frames))
+        return Reply(head.status, head.headers, stream=ReplyStream(frames))
     body = b"".join([frame async for frame in frames if isinstance(frame, bytes)])
     return Reply(head.status, head.headers, body)
-
-
-async def _rest(frames: AsyncIterator[object]) -> AsyncIterator[bytes]:
-    try:
-        async for frame in frames:
-            if isinstance(frame, bytes):
-                yield frame
-    finally:
-        await frames.aclose()  # type: ignore[attr-defined]
 
 
 class ChatService:
@@ -202,7 +221,13 @@ class ChatService:
         return exchange
 
     def shut_down_all(self) -> None:
-        """The shutdown grace period is over: end every exchange in flight (§15)."""
+        """
+        The shutdown grace period is over: end every exchange in flight (§15).
+
+        A host sets :attr:`shutting_down` when its shutdown begins, so new requests are
+        refused and a cancellation is not taken for a client leaving, and calls this at the
+        end of its grace period, in the serving loop.
+        """
         self.shutting_down = True
         for exchange in list(self.exchanges):
             exchange.shut_down()
