@@ -201,11 +201,16 @@ class Exchange:
         self._reader = self._loop.create_task(self._read(stream))
 
     async def _read(self, stream: bool) -> None:
-        request = self._upstream.chat_request(self.prepared, stream=stream, key=self._key)
+        # Every failure reaches the session as an input: a reader that died silently would
+        # leave the request waiting for its answer timeout.
         try:
+            request = self._upstream.chat_request(self.prepared, stream=stream, key=self._key)
             response = await self._client.send(request, stream=True)
         except Exception as exc:
-            self.push(UpstreamFailed(_mapped(exc, "head")))
+            error = _mapped(exc, "head")
+            if isinstance(error, InternalError):  # a bug, not an upstream fault: keep it
+                self.session.exception = exc
+            self.push(UpstreamFailed(error))
             return
         try:
             headers = response.headers

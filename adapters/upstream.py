@@ -95,6 +95,16 @@ class Upstream(Protocol):
     def model_from(self, body: Any) -> dict[str, Any] | None: ...
 
 
+def _encode(body: dict[str, Any]) -> bytes:
+    """
+    The JSON bytes of an upstream body.
+
+    ASCII escapes keep it valid even for a lone surrogate (``"\\ud800"``), which is legal JSON
+    from a client but cannot be encoded as UTF-8.
+    """
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _headers(key: str | None, *, sse: bool = False) -> dict[str, str]:
     headers = {"Accept-Encoding": "identity"}
     if sse:
@@ -142,7 +152,7 @@ class StraicoUpstream:
             "POST",
             f"{self.base_url}/v2/chat/completions",
             headers={**_headers(key, sse=stream), "Content-Type": "application/json"},
-            content=json.dumps(body, ensure_ascii=False).encode(),
+            content=_encode(body),
         )
 
     def models_request(self, key: str | None) -> httpx.Request:
@@ -216,7 +226,7 @@ class OpenAIUpstream:
             "POST",
             f"{self.base_url}/chat/completions",
             headers={**_headers(key, sse=stream), "Content-Type": "application/json"},
-            content=json.dumps(body, ensure_ascii=False).encode(),
+            content=_encode(body),
         )
 
     def models_request(self, key: str | None) -> httpx.Request:

@@ -303,6 +303,16 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+def _has_lone_surrogate(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
 def _decode(body: bytes | str | object) -> dict[str, Any]:
     """The body as a JSON object, or :class:`InvalidJSON` (rule 1)."""
     payload: object = body
@@ -314,10 +324,18 @@ def _decode(body: bytes | str | object) -> dict[str, Any]:
                 "The request body is not valid UTF-8. Send JSON encoded as UTF-8."
             ) from None
     if isinstance(payload, str):
+        text = payload
         try:
-            payload = json.loads(payload, parse_constant=_reject_constant)
+            payload = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise InvalidJSON() from None
+        # A \ud800-style escape is JSON syntax for text that is not Unicode (RFC 8259 §8.2):
+        # no upstream can be sent it. Only a body holding escapes needs the full check.
+        if "\\u" in text and _has_lone_surrogate(payload):
+            raise InvalidJSON(
+                "The request body holds a \\u escape of a lone surrogate, which is not "
+                "Unicode text. Send valid UTF-8 text."
+            )
     if not isinstance(payload, dict):
         raise InvalidJSON(
             "The request body must be a JSON object with 'model' and 'messages', "

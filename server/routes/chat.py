@@ -21,7 +21,7 @@ from engine.session import Session
 
 from ..context import base_fields, current_gateway, request_id, started_at
 from ..gateway import Gateway
-from ..logging import log_request
+from ..logging import get_logger, log_request
 
 __all__ = ["blueprint"]
 
@@ -70,6 +70,10 @@ async def chat_completions() -> Response:
 def _finished(gateway: Gateway, exchange: Exchange, fields: dict[str, Any], begun: float) -> None:
     """The request is over: its log line, its metrics, and readiness (§11, §15, §16)."""
     session = exchange.session
+    if session.exception is not None:  # a bug: the client got internal_error, we keep the cause
+        get_logger().error(
+            "unexpected_error", request_id=fields["request_id"], exc_info=session.exception
+        )
     log_request(_log_fields(fields, exchange, begun, gateway.record_answer))
     gateway.metrics.observe_chat(session, duration=time.perf_counter() - begun)
     if any(200 <= status < 300 for status in session.upstream_statuses):

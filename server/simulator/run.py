@@ -66,6 +66,7 @@ def _config(sock: socket.socket) -> Config:
     config.accesslog = None
     config.errorlog = _log
     config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.backlog = 1024  # bursts of hundreds of connections in load tests
     return config
 
 

@@ -13,10 +13,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 
 from server.app import create_app
@@ -324,3 +325,106 @@ FAKE_UPSTREAM_PIECES = ("Hello", " from", " the", " fake", " upstream.")
 def _openai_upstream() -> Iterator[ServerThread]:
     with ServerThread(_FakeOpenAIUpstream(), graceful_timeout=0.5) as server:
         yield server
+
+
+# --- Compatibility suites: module-scoped gateways and recorded raw responses -----------------
+
+
+def start_gateway(upstream_url: str, **flags: Any) -> ServerThread:
+    """A gateway on *upstream_url* in server key mode, *flags* over the defaults (caller stops)."""
+    given: dict[str, Any] = {
+        "upstream_url": upstream_url,
+        "upstream_key": SIM_KEY,
+        "heartbeat_interval": 10.0,
+    }
+    given.update(flags)
+    settings = Settings.resolve(given, env={}, file=None)
+    return ServerThread(create_app(settings), graceful_timeout=0.5).start()
+
+
+class _TeeStream(httpx2.SyncByteStream):
+    def __init__(self, inner: httpx2.SyncByteStream, sink: bytearray) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self._inner:
+            self._sink.extend(part)
+            yield part
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _AsyncTeeStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, sink: bytearray) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._inner:
+            self._sink.extend(part)
+            yield part
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class RecordingTransport(httpx2.BaseTransport):
+    """
+    A real transport that also keeps every response body's raw bytes, as the client read them.
+
+    The openai SDK (and LangChain through it) uses ``httpx2``; with this as its client's
+    transport a test checks the SSE bytes (``check_stream``) of the very response the SDK parsed.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx2.HTTPTransport()
+        self.bodies: list[bytearray] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = self._inner.handle_request(request)
+        sink = bytearray()
+        self.bodies.append(sink)
+        assert isinstance(response.stream, httpx2.SyncByteStream)
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_TeeStream(response.stream, sink),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncRecordingTransport(httpx2.AsyncBaseTransport):
+    """The async twin of :class:`RecordingTransport`."""
+
+    def __init__(self) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.bodies: list[bytearray] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        sink = bytearray()
+        self.bodies.append(sink)
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_AsyncTeeStream(response.stream, sink),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def reference_answer(gateway: ServerThread, model: str) -> str:
+    """A model's answer text, asked of *gateway* with plain httpx (the simulator's is fixed)."""
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions", json=chat_body(model), timeout=CLIENT_TIMEOUT
+    )
+    content: str = response.json()["choices"][0]["message"]["content"]
+    return content

@@ -1,5 +1,5 @@
 """
-The fault matrix, as data: upstream fault × phase × commit × client kind → what must happen.
+The fault matrix as data: upstream fault, phase, commit and client kind → what must happen.
 
 Every expectation here was written by hand from the contract, never by running the gateway:
 the §7 error table gives the status, ``type``, ``code``, the log line's ``error`` kind and the
@@ -293,9 +293,7 @@ STATUS_IS_THE_HEAD = (
     "an error status is the response head; streaming begins only with a 2xx SSE head (D2)"
 )
 STATUS_BEFORE_DRAINING = "every response head was read before the upstream part ended"
-BODY_AFTER_DETECTING = (
-    "a body is read only after its head, and the head ends detecting (D2, D3)"
-)
+BODY_AFTER_DETECTING = "a body is read only after its head, and the head ends detecting (D2, D3)"
 STREAM_BODY_IS_SSE = (
     "in a stream every event is SSE: a malformed event there is the malformed SSE fault"
 )
@@ -318,7 +316,7 @@ NO_HEARTBEAT_TICK = ("heartbeat_interval", 10.0)
 LATE = 600  # ms the simulator waits before a fault, so the 0.1 s tick comes first
 LATE_EACH = 300  # ms before each of the two D4 calls
 ANSWER_TIMEOUT_SHORT = ("answer_timeout", 0.3)
-ANSWER_TIMEOUT_AFTER_TICK = ("answer_timeout", 0.6)
+ANSWER_TIMEOUT_AFTER_TICK = ("answer_timeout", 1.0)
 STREAM_TIMEOUT_SHORT = ("stream_timeout", 0.3)
 #: A whole body is governed by answer_timeout (§6); a shorter stream_timeout beside it shows
 #: that the stream timeout does not apply to it.
@@ -443,9 +441,7 @@ SPECS: dict[str, dict[str, PhaseSpec]] = {
             row="upstream_timeout",
             route=("stream_rejected",),
             stream_before=_scripted("reject_then_silent", ANSWER_TIMEOUT_SHORT),
-            stream_after=_scripted(
-                "reject_late_then_silent", HEARTBEAT, ANSWER_TIMEOUT_AFTER_TICK
-            ),
+            stream_after=_scripted("reject_late_then_silent", HEARTBEAT, ANSWER_TIMEOUT_AFTER_TICK),
             json_before=_sim(f"sim/json:delay={NEVER_ANSWERS}", ANSWER_TIMEOUT_SHORT),
         ),
         "draining": _NOT_IN_DRAINING,
@@ -493,9 +489,7 @@ SPECS: dict[str, dict[str, PhaseSpec]] = {
             row="upstream_malformed",
             route=("stream_declined",),
             stream_before=_sse_always("sim/stream:badsse=2", STREAMING_OFF),
-            stream_after=_sse_always(
-                f"sim/stream:delay={LATE}:badsse=2", STREAMING_OFF, HEARTBEAT
-            ),
+            stream_after=_sse_always(f"sim/stream:delay={LATE}:badsse=2", STREAMING_OFF, HEARTBEAT),
             json_before=_sse_always("sim/stream:badsse=2"),
         ),
         "draining": PhaseSpec(
@@ -627,7 +621,9 @@ def _cells() -> Iterator[Cell]:
                     yield Cell(fault, phase, commit, "stream_client", expect, placement)
             if spec.json_before is None:
                 assert spec.na_json is not None, (fault, phase)
-                yield Cell(fault, phase, "before_commit", "json_client", NotApplicable(spec.na_json))
+                yield Cell(
+                    fault, phase, "before_commit", "json_client", NotApplicable(spec.na_json)
+                )
             else:
                 expect = _expectation(spec, fault, ("stream_declined",))
                 yield Cell(fault, phase, "before_commit", "json_client", expect, spec.json_before)
