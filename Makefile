@@ -7,6 +7,7 @@ NODE_DIR := tests/e2e/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: install node-deps system-deps demo test lint typecheck unit soak bench bench-peers clean
+PEERS := .bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +34,8 @@ demo: install
 	$(BIN)/python -m server.demo
 
 lint: install
-	$(BIN)/ruff check engine adapters server tests
-	$(BIN)/ruff format --check engine adapters server tests
+	$(BIN)/ruff check engine adapters server tests bench
+	$(BIN)/ruff format --check engine adapters server tests bench
 
 typecheck: install
 	$(BIN)/mypy
@@ -46,6 +47,18 @@ test: lint typecheck unit
 
 soak: install
 	$(BIN)/pytest -q -m soak -p no:cacheprovider
+
+# LiteLLM's proxy for the comparison, and the plotting and profiling tools, each in its own venv.
+bench-peers:
+	$(PYTHON) -m venv $(PEERS)/litellm
+	$(PEERS)/litellm/bin/pip install --quiet --upgrade pip
+	$(PEERS)/litellm/bin/pip install --quiet 'litellm[proxy]'
+	$(PYTHON) -m venv $(PEERS)/tools
+	$(PEERS)/tools/bin/pip install --quiet matplotlib py-spy pyinstrument
+
+bench: install
+	$(BIN)/python -m bench.run --rounds 3 --out bench/results/latest.json
+	@if [ -x $(PEERS)/tools/bin/python ]; then $(PEERS)/tools/bin/python bench/plots.py bench/results/latest.json bench/results; else echo "plots skipped: run make bench-peers (matplotlib)"; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(NODE_DIR)/node_modules

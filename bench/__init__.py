@@ -11,5 +11,8 @@ Modules:
 - :mod:`bench.procs`: starting, pinning and measuring the processes under test;
 - :mod:`bench.scenarios`: the fixed scenarios, one function each;
 - :mod:`bench.run`: the orchestrator (``make bench``), writing ``bench/results/*.json``;
-- :mod:`bench.plots`: the PNG plots of a result file (needs matplotlib).
+- :mod:`bench.report`: the derived figures and the targets table (``docs/performance.md``);
+- :mod:`bench.stats`: percentiles;
+- :mod:`bench.plots`: the PNG plots of a result file (needs matplotlib);
+- :mod:`bench.profile`: py-spy samples of a target under load (needs py-spy).
 """

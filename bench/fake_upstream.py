@@ -7,8 +7,8 @@ What it answers is chosen by the requested model id, ``<kind>(:<key>=<value>)*``
   asked), ``reject`` (400 with ``param: "stream"`` to ``stream: true``, JSON otherwise);
 - ``chunks=N`` content chunks of a stream (default 100); ``words=N`` words of a JSON answer
   (default: as many as ``chunks``); ``delay=MS`` before the head; ``gap=MS`` between chunks
-  (0: the whole stream in one write, each event its own HTTP chunk); ``id=X`` a tag:
-  the time the answer's body was written is kept under it (``GET /_stats``).
+  (0: the whole stream in one write, each event its own HTTP chunk); ``id=X`` a tag: the time
+  a whole (JSON) answer was written is kept under it (``GET /_stats``).
 
 Paths: ``POST /v1/chat/completions`` (any prefix before ``/chat/completions``) answers in
 OpenAI's shapes; ``POST /v2/chat/completions`` in Straico's (top-level ``choices`` plus
@@ -305,16 +305,18 @@ class FakeUpstream:
         try:
             if spec.delay_ms:
                 await asyncio.sleep(spec.delay_ms / 1000)
+            # Times are taken just before the write: taken after it, they could include the
+            # time this process waited for the core while the client was already reading.
             if stream and spec.kind == "reject":
-                write(_head(400, "application/json", len(REJECTION)) + REJECTION)
                 stats.rejected_at.setdefault(model, time.perf_counter())
+                write(_head(400, "application/json", len(REJECTION)) + REJECTION)
             elif stream and spec.kind == "stream" and not straico:
                 await self._stream(model, spec, include_usage, write)
             else:
                 body = completion_body(model, spec, straico=straico)
+                if spec.tag is not None:
+                    stats.answered_at[spec.tag] = time.perf_counter()
                 write(_head(200, "application/json", len(body)) + body)
-            if spec.tag is not None:
-                stats.answered_at[spec.tag] = time.perf_counter()
         finally:
             stats.inflight -= 1
 

@@ -31,9 +31,10 @@ __all__ = [
     "TARGET_CORE",
     "Target",
     "cpu_seconds",
+    "cpu_snapshot",
     "free_port",
     "memory_kib",
-    "other_cpu_ticks",
+    "other_load",
     "process_tree",
     "wait_quiet",
 ]
@@ -47,7 +48,8 @@ START_TIMEOUT = 90.0
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    """The machine's cores (not this process's affinity: the run pins itself first)."""
+    return os.cpu_count() or 1
 
 
 #: Tests turn pinning off, so that they never compete with a benchmark for its cores.
@@ -125,15 +127,24 @@ def memory_kib(pids: Iterable[int]) -> dict[str, int]:
     return {"rss_kib": rss, "pss_kib": pss}
 
 
-def other_cpu_ticks(ours: set[int]) -> int:
-    """CPU ticks used so far by every process that is not in *ours*."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in ours:
-            fields = _stat_fields(int(entry))
-            if fields is not None:
-                total += int(fields[11]) + int(fields[12])
-    return total
+def _system_busy_seconds() -> float:
+    """CPU time every process has used since boot (``/proc/stat``; exited ones included)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    # irq and softirq time is left out: most of it is the loopback traffic of the benchmark
+    # itself, which the kernel also counts in our own processes' run time.
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + steal) / CLK_TCK
+
+
+def cpu_snapshot(ours: set[int]) -> tuple[float, float]:
+    """(all CPU used since boot, CPU used by *ours*), for :func:`other_load`."""
+    return _system_busy_seconds(), cpu_seconds(ours)
+
+
+def other_load(before: tuple[float, float], after: tuple[float, float], elapsed: float) -> float:
+    """CPU used by processes outside ours between two snapshots, in cores (1.0 = one core)."""
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(other, 0.0) / elapsed, 3) if elapsed > 0 else 0.0
 
 
 def wait_quiet(
@@ -142,17 +153,17 @@ def wait_quiet(
     """
     Wait until other processes use less than *threshold* of one core over *window* seconds.
 
-    Returns how long it waited and the last load seen (fraction of one core).
+    Returns how long it waited and the last load seen (in cores).
     """
     started = time.monotonic()
     load = 0.0
     while True:
-        before = other_cpu_ticks(ours)
+        before = cpu_snapshot(ours)
         time.sleep(window)
-        load = (other_cpu_ticks(ours) - before) / CLK_TCK / window
+        load = other_load(before, cpu_snapshot(ours), window)
         if load < threshold or time.monotonic() - started > max_wait:
             break
-    return {"waited_s": round(time.monotonic() - started, 2), "other_load": round(load, 3)}
+    return {"waited_s": round(time.monotonic() - started, 2), "other_load": load}
 
 
 @attrs.define

@@ -32,6 +32,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,22 @@ def _commit() -> str | None:
     return completed.stdout.strip() or None
 
 
+def _dirty() -> bool | None:
+    """Whether tracked files differ from the commit (the run measures the working tree)."""
+    try:
+        completed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=procs.ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except OSError:
+        return None
+    return bool(completed.stdout.strip())
+
+
 class Run:
     """One benchmark run: the upstream, the targets of the current round, the results."""
 
@@ -239,6 +256,15 @@ class Run:
             self.upstream.wait(10)
 
 
+async def _guarded(what: str, step: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A failing measurement is recorded as such; the run goes on."""
+    try:
+        return await step
+    except Exception as exc:
+        _log(f"{what} failed: {exc!r}")
+        return {"failed": repr(exc)}
+
+
 async def _round(run: Run, bench: Bench, number: int, scale: Scale) -> dict[str, Any]:
     shift = number - 1
     order = [*LOOP_TARGETS[shift:], *LOOP_TARGETS[:shift]]
@@ -251,20 +277,28 @@ async def _round(run: Run, bench: Bench, number: int, scale: Scale) -> dict[str,
     out["sequential"] = {}
     for name in running:
         _log(f"round {number}: sequential {name}")
-        out["sequential"][name] = await bench.sequential(run.targets[name])
+        out["sequential"][name] = await _guarded(
+            f"sequential {name}", bench.sequential(run.targets[name])
+        )
     out["concurrent"] = {}
     for name in running:
         _log(f"round {number}: concurrent {name}")
-        out["concurrent"][name] = await bench.concurrent(run.targets[name])
+        out["concurrent"][name] = await _guarded(
+            f"concurrent {name}", bench.concurrent(run.targets[name])
+        )
     out["fallback"] = {}
     for name in ("direct", "gateway_fallback"):
         if name in run.targets:
             _log(f"round {number}: fallback {name}")
-            out["fallback"][name] = await bench.fallback(run.targets[name], tag=f"r{number}{name}")
+            out["fallback"][name] = await _guarded(
+                f"fallback {name}", bench.fallback(run.targets[name], tag=f"r{number}{name}")
+            )
     if "gateway" in run.targets:
         _log(f"round {number}: detection")
         out["detection"] = {
-            "gateway": await bench.detection(run.targets["gateway"], tag=f"r{number}")
+            "gateway": await _guarded(
+                "detection", bench.detection(run.targets["gateway"], tag=f"r{number}")
+            )
         }
     for name in list(run.targets):
         if name != "direct":
@@ -277,11 +311,17 @@ async def _round(run: Run, bench: Bench, number: int, scale: Scale) -> dict[str,
             continue
         _log(f"round {number}: memory {name}")
         try:
-            out["memory"][name] = await bench.memory(target, tag=f"r{number}{name}")
+            out["memory"][name] = await _guarded(
+                f"memory {name}", bench.memory(target, tag=f"r{number}{name}")
+            )
         finally:
             run.stop(name)
     _log(f"round {number}: engine")
-    out["engine"] = engine_micro(scale.engine_iterations)
+    try:
+        out["engine"] = engine_micro(scale.engine_iterations)
+    except (subprocess.SubprocessError, ValueError) as exc:
+        _log(f"engine failed: {exc!r}")
+        out["engine"] = {"failed": repr(exc)}
     return out
 
 
@@ -298,6 +338,7 @@ async def run_benchmark(
         "meta": {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "commit": _commit(),
+            "worktree_dirty": _dirty(),
             "versions": _versions(),
             "cpus": os.cpu_count(),
             "pinning": {"target_core": procs.TARGET_CORE, "load_core": procs.LOAD_CORE}

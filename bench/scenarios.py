@@ -53,8 +53,8 @@ class Scale:
     conc_connections: int = 50
     conc_duration: float = 10.0
     conc_warmup: float = 3.0
-    fallback_requests: int = 20
-    fallback_concurrency: int = 5
+    fallback_requests: int = 10
+    fallback_concurrency: int = 1
     fallback_delay_ms: int = 2000
     heartbeat: float = 0.5
     replay_words: int = 200
@@ -78,7 +78,7 @@ class Scale:
             conc_duration=0.3,
             conc_warmup=0.1,
             fallback_requests=2,
-            fallback_concurrency=2,
+            fallback_concurrency=1,
             fallback_delay_ms=300,
             heartbeat=0.1,
             replay_words=30,
@@ -122,16 +122,16 @@ class Bench:
         quiet = self.wait_quiet()
         pids = target.pids()
         ours = self.own_pids()
-        other_before = procs.other_cpu_ticks(ours)
+        other_before = procs.cpu_snapshot(ours)
         cpu_before = procs.cpu_seconds(pids)
         started = time.perf_counter()
         out = await run()
         elapsed = time.perf_counter() - started
         cpu = procs.cpu_seconds(pids) - cpu_before
-        other = (procs.other_cpu_ticks(ours) - other_before) / procs.CLK_TCK
+        other_after = procs.cpu_snapshot(ours)
         out["elapsed_s"] = round(elapsed, 3)
         out["target_cpu_s"] = round(cpu, 6)
-        out["other_cpu_load"] = round(other / elapsed, 3)
+        out["other_cpu_load"] = procs.other_load(other_before, other_after, elapsed)
         out["quiet"] = quiet
         return out
 
@@ -229,6 +229,16 @@ class Bench:
             )
             for i in range(scale.fallback_requests)
         ]
+
+        # Warm-up: a fresh process pays for its first requests (imports, first connection).
+        warm_delay = int(scale.heartbeat * 1200)
+        warm = [
+            attrs.evolve(
+                spec, body=chat_body(f"json:delay={warm_delay}:words={words}", stream=True)
+            )
+            for spec in specs[:3]
+        ]
+        await run_batch(self.port(target), warm, concurrency=1)
 
         async def run() -> dict[str, Any]:
             results = await run_batch(
