@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -39,6 +40,7 @@ def chat_completions_handler(
     """The aiohttp handler answering chat completions through *service*."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        accepted_at = asyncio.get_running_loop().time()
         try:
             if service.shutting_down:  # contract §15: no new machine once shutdown began
                 raise ShuttingDown()
@@ -48,7 +50,9 @@ def chat_completions_handler(
             if not is_json_content_type(request.headers.get("Content-Type")):
                 raise UnsupportedMediaType()
             body = await _read_body(request, service.max_body_size)
-            exchange = service.open(body, upstream_key=upstream_key, on_finish=on_finish)
+            exchange = service.open(
+                body, upstream_key=upstream_key, on_finish=on_finish, accepted_at=accepted_at
+            )
         except GatewayError as error:
             return _whole(error_reply(error))
         reply = await first_reply(exchange)

@@ -84,6 +84,7 @@ class ChatCompletionsApp:
 
     async def _open(self, scope: Scope, receive: Receive) -> Exchange:
         """The §7 checks in order, then the exchange."""
+        accepted_at = asyncio.get_running_loop().time()
         if scope.get("method") != "POST":
             raise MethodNotAllowed()
         if self.service.shutting_down:  # contract §15: no new machine once shutdown began
@@ -97,7 +98,9 @@ class ChatCompletionsApp:
         if not is_json_content_type(headers.get("content-type")):
             raise UnsupportedMediaType()
         body = await _read_body(receive, limit)
-        return self.service.open(body, upstream_key=upstream_key, on_finish=self._on_finish)
+        return self.service.open(
+            body, upstream_key=upstream_key, on_finish=self._on_finish, accepted_at=accepted_at
+        )
 
     async def _answer(self, exchange: Exchange, send: Send) -> None:
         reply = await first_reply(exchange)

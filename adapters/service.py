@@ -58,7 +58,12 @@ _ALPHANUMERIC = string.ascii_letters + string.digits
 
 def make_chat_id() -> str:
     """``chatcmpl-`` and 24 random alphanumerics (contract §5)."""
-    return "chatcmpl-" + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(24))
+    # One draw of random bytes instead of 24 (secrets.choice per character cost ~20 µs).
+    # Only bytes below 248 = 4 x 62 are used, so every character is equally likely.
+    while True:
+        chars = [_ALPHANUMERIC[b % 62] for b in secrets.token_bytes(40) if b < 248]
+        if len(chars) >= 24:
+            return "chatcmpl-" + "".join(chars[:24])
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -179,9 +184,13 @@ class ChatService:
         *,
         upstream_key: str | None,
         on_finish: Callable[[Exchange], None] | None = None,
+        accepted_at: float | None = None,
     ) -> Exchange:
         """
         Validate *body* and make its exchange, ready to run.
+
+        *accepted_at* is when the request arrived, in the loop's clock: heartbeat ticks and the
+        trace count from it (§5), not from when the body was read and parsed.
 
         Raises:
             GatewayError: ``invalid_json``, ``invalid_value`` or ``unsupported_parameter``.
@@ -193,7 +202,7 @@ class ChatService:
             config=self.config,
             cache=self.cache,
             cache_key=(self.upstream.cache_prefix, chat.model),
-            now=asyncio.get_running_loop().time(),
+            now=asyncio.get_running_loop().time() if accepted_at is None else accepted_at,
             chat_id=make_chat_id(),
             created=int(time.time()),
             server_key=self.keys.server_key_mode,

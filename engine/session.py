@@ -524,15 +524,17 @@ class Session:
     def _replay(self, answer: Answer, now: float) -> list[Action]:
         identity = self.identity
         max_chars = self.config.replay_chunk_chars
-        parts = [identity.content_chunk(p) for p in split_for_replay(answer.content, max_chars)]
+        pieces = split_for_replay(answer.content, max_chars)
+        deltas: list[dict[str, Any]] = []
         if answer.tool_calls:
             calls = tool_call_deltas(answer.tool_calls, max_chars)
-            parts.extend(identity.delta_chunk({"tool_calls": [delta]}) for delta in calls)
+            deltas.extend({"tool_calls": [delta]} for delta in calls)
         if answer.function_call is not None:
-            pieces = function_call_deltas(answer.function_call, max_chars)
-            parts.extend(identity.delta_chunk({"function_call": piece}) for piece in pieces)
-        self.chunks_out += len(parts)
-        actions = self._send(b"".join(parts), now) if parts else self._commit(now)
+            parts = function_call_deltas(answer.function_call, max_chars)
+            deltas.extend({"function_call": part} for part in parts)
+        self.chunks_out += len(pieces) + len(deltas)
+        body = identity.content_chunks(pieces) + b"".join(map(identity.delta_chunk, deltas))
+        actions = self._send(body, now) if body else self._commit(now)
         actions.extend(self._send(self._closing_bytes(), now))
         actions.append(Finish())
         self._awaiting_delivery = True

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from engine.errors import GatewayError, InternalError, RequestTooLarge, ShuttingDown
 
 from . import errors
-from .context import base_fields, current_gateway, request_id, started_at
+from .context import accepted_at, base_fields, current_gateway, request_id, started_at
 from .gateway import Gateway
 from .logging import get_logger, log_request
 from .routes import chat, health, models
@@ -46,6 +46,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Quart:
 
     @app.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:
+        current_gateway().client  # noqa: B018 - made now, not on the first request (~50 ms)
         yield
         await current_gateway().aclose()
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Quart:
 async def _check_request() -> None:
     request_id()
     started_at()
+    accepted_at()
     if request.routing_exception is not None:
         raise request.routing_exception
     if not request.path.startswith("/v1/"):

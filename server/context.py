@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -33,6 +34,14 @@ def request_id() -> str:
     if rid is None:
         rid = g.request_id = sanitise_request_id(request.headers.get("X-Request-ID"))
     return rid
+
+
+def accepted_at() -> float:
+    """When the request arrived, in the event loop's clock (the session's time base)."""
+    at: float | None = getattr(g, "accepted_at", None)
+    if at is None:
+        at = g.accepted_at = asyncio.get_running_loop().time()
+    return at
 
 
 def started_at() -> float:

@@ -19,7 +19,7 @@ from adapters.service import first_reply, is_json_content_type
 from engine.errors import RequestTooLarge, UnsupportedMediaType
 from engine.session import Session
 
-from ..context import base_fields, current_gateway, request_id, started_at
+from ..context import accepted_at, base_fields, current_gateway, request_id, started_at
 from ..gateway import Gateway
 from ..logging import get_logger, log_request
 
@@ -53,6 +53,7 @@ async def chat_completions() -> Response:
         body,
         upstream_key=g.upstream_key,
         on_finish=lambda done: _finished(gateway, done, fields, begun),
+        accepted_at=accepted_at(),
     )
     gateway.metrics.chat_started(exchange.session)  # operations (§16): active_streams
     reply = await first_reply(exchange)
