@@ -219,6 +219,13 @@ class Metrics:
             self.time_to_first_byte.labels(mode).observe(ttfb)
         self.request_duration.labels(mode).observe(max(0.0, duration))
 
+    def observe_models(self, error: GatewayError | None) -> None:
+        """Record a ``/v1/models`` request: no machine, so outcome done or errored."""
+        if error is None:
+            self.requests.labels("done", "", "").inc()
+        else:
+            self.requests.labels("errored", error.kind or "", "").inc()
+
     def observe_rejected(self, error: GatewayError) -> None:
         """Record a ``/v1/*`` request refused before any machine existed."""
         self.requests.labels("rejected", error.kind or "", "").inc()

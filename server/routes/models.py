@@ -56,6 +56,7 @@ def _answer(body: dict[str, Any]) -> Response:
 
 
 def _log(status: int, error: GatewayError | None = None) -> None:
+    current_gateway().metrics.observe_models(error)
     fields = base_fields()
     fields.update(
         status=status,

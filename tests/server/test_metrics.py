@@ -273,3 +273,20 @@ def test_metrics_active_streams_counts_a_stream_until_its_client_leaves(
 )
 def test_status_class_of_a_response_head(status: int | None, expected: str) -> None:
     assert status_class(status) == expected
+
+
+def test_metrics_requests_total_counts_models_requests(
+    start_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = start_gateway()
+    listed = httpx.get(f"{gateway.url}/v1/models", timeout=5)
+    found = httpx.get(f"{gateway.url}/v1/models/sim/json", timeout=5)
+    missing = httpx.get(f"{gateway.url}/v1/models/nobody/nothing", timeout=5)
+
+    requests = only(scrape(gateway), P + "requests_total")
+
+    assert [listed.status_code, found.status_code, missing.status_code] == [200, 200, 404]
+    assert requests == {
+        (("error", ""), ("mode", ""), ("outcome", "done")): 2,
+        (("error", "upstream_not_found"), ("mode", ""), ("outcome", "errored")): 1,
+    }
